@@ -1,0 +1,39 @@
+//! `smoke-test-hook`: smoke-tests a new ECS version on its test listener before traffic moves,
+//! and tells CodeDeploy (or ECS) a verdict every time, with the reasons.
+//!
+//! `main` wires: logging, configuration, SDK clients and the HTTP engine, all built once.
+//! `handler` decides and acts.
+
+mod config;
+mod handler;
+
+use deploy_guard::config::Env;
+use deploy_guard::discovery::Clients;
+use deploy_guard::smoke::engine::Engine;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    deploy_guard::telemetry::init();
+    let env = Env::from_process();
+    let (aws, config) = config::load(&env);
+    if let Err(e) = &config {
+        // Keep serving: every invocation reports Failed with this error, instead of leaving
+        // CodeDeploy waiting an hour for a function that cannot start.
+        tracing::error!(error = %e, "configuration error; every verdict will be Failed until it is fixed");
+    }
+    let sdk = deploy_guard::aws::load_sdk_config(&aws).await;
+    let s3 = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(aws.s3_path_style).build();
+    let clients = Clients {
+        codedeploy: aws_sdk_codedeploy::Client::new(&sdk),
+        ecs: aws_sdk_ecs::Client::new(&sdk),
+        elbv2: aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
+        s3: aws_sdk_s3::Client::from_conf(s3),
+        ssm: aws_sdk_ssm::Client::new(&sdk),
+        secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+    };
+    let engine = Engine::new(config.as_ref().map(|c| c.resolve.clone()).unwrap_or_default());
+    let app = handler::App { clients, aws, config, engine };
+    let app = &app;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| handler::handle(app, event))).await
+}

@@ -1,0 +1,23 @@
+//! deploy-guard's common library: what every function of the suite stands on.
+//!
+//! - [`telemetry`]: JSON logs, clamped so raw events never reach them; the outcome line.
+//! - [`config`]: typed configuration from the environment, errors naming the variable.
+//! - [`aws`]: one SDK config with explicit timeouts and standard retries; error wording.
+//! - [`budget`]: the time an invocation may spend, with a reserve kept for its report.
+//! - [`secret`]: a redacting wrapper for values that must never be logged.
+//! - [`hooks`]: the CodeDeploy and ECS lifecycle-hook protocols.
+//! - [`smoke`]: the smoke spec, the engine that runs it, and the verdict.
+//! - [`discovery`]: finding the listener under test and the version deployed, from AWS state.
+//! - [`specs`]: loading a service's smoke spec and its secrets from SSM, S3 or the default.
+
+pub mod aws;
+pub mod budget;
+pub mod config;
+pub mod discovery;
+pub mod hooks;
+pub mod secret;
+pub mod smoke;
+pub mod specs;
+pub mod telemetry;
+pub mod text;
+pub mod version;

@@ -1,0 +1,103 @@
+//! Logging: JSON lines with structured fields, and one outcome line per invocation.
+//!
+//! The level comes from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG` (default INFO). Whatever it says,
+//! the runtime, the SDK and the HTTP stack are clamped to INFO: `lambda_runtime` prints raw
+//! events at TRACE, and those may hold live credentials (reliability.md, invariant 8).
+
+use std::io::Write;
+
+use tracing::Level;
+use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+/// Crates whose DEBUG/TRACE output may carry raw events, headers or bodies.
+const CLAMPED: &[&str] = &[
+    "lambda_runtime",
+    "lambda_runtime_api_client",
+    "aws_smithy",
+    "aws_sdk",
+    "aws_config",
+    "aws_runtime",
+    "aws_credential_types",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "rustls",
+    "reqwest",
+    "tower",
+];
+
+/// True when a log record from `target` at `level` may be written.
+pub fn allowed(target: &str, level: &Level) -> bool {
+    let clamped = CLAMPED
+        .iter()
+        .any(|c| target == *c || target.starts_with(&format!("{c}::")) || target.starts_with(&format!("{c}_")));
+    !clamped || *level <= Level::INFO
+}
+
+fn env_filter() -> EnvFilter {
+    let spec = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_string());
+    EnvFilter::try_new(spec.to_ascii_lowercase()).unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// Installs the JSON logger on stdout. Call once, first thing in `main`.
+pub fn init() {
+    let clamp = filter_fn(|meta| allowed(meta.target(), meta.level()));
+    let layer = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_target(true)
+        .without_time()
+        .with_writer(std::io::stdout)
+        .with_filter(env_filter().and(clamp));
+    // A second init (tests) is harmless; keep the first.
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+/// Writes the invocation's outcome as one JSON line on stdout, `"target": "outcome"`.
+/// `fields` is an object; it must hold no secret (it is built from reports, not from inputs).
+pub fn emit_outcome(fields: serde_json::Value) {
+    let mut line = serde_json::json!({"level": "INFO", "target": "outcome", "message": "outcome"});
+    if let (Some(obj), serde_json::Value::Object(extra)) = (line.as_object_mut(), fields) {
+        obj.extend(extra);
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_and_sdk_are_clamped_to_info() {
+        for target in [
+            "lambda_runtime",
+            "lambda_runtime::layers::api_client",
+            "lambda_runtime_api_client",
+            "aws_smithy_runtime::client::orchestrator",
+            "aws_sdk_codedeploy::operation",
+            "hyper_util::client",
+            "reqwest::connect",
+        ] {
+            assert!(!allowed(target, &Level::TRACE), "{target} TRACE must be dropped");
+            assert!(!allowed(target, &Level::DEBUG), "{target} DEBUG must be dropped");
+            assert!(allowed(target, &Level::INFO), "{target} INFO passes");
+            assert!(allowed(target, &Level::ERROR), "{target} ERROR passes");
+        }
+    }
+
+    #[test]
+    fn our_own_targets_follow_the_level() {
+        assert!(allowed("smoke_test_hook::handler", &Level::TRACE));
+        assert!(allowed("deploy_guard::smoke", &Level::DEBUG));
+        assert!(allowed("hyperion", &Level::TRACE), "only whole crate names are clamped");
+    }
+}
