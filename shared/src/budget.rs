@@ -45,7 +45,8 @@ impl Budget {
 
     /// Time left for work (zero once the reserve is reached).
     pub fn work_left(&self) -> Duration {
-        self.work_deadline().saturating_duration_since(Instant::now())
+        self.work_deadline()
+            .saturating_duration_since(Instant::now())
     }
 
     /// Time left until the invocation ends.
@@ -99,6 +100,9 @@ mod tests {
         let b = Budget::from_now(Duration::from_secs(1), Duration::from_secs(3));
         assert!(b.work_exhausted());
         let t = b.report_timeout(Duration::from_secs(5), Duration::from_millis(100));
-        assert!(t <= Duration::from_secs(1) && t >= Duration::from_millis(100), "{t:?}");
+        assert!(
+            t <= Duration::from_secs(1) && t >= Duration::from_millis(100),
+            "{t:?}"
+        );
     }
 }

@@ -75,7 +75,10 @@ impl Env {
                     var,
                     format!(
                         "expected a {}, found {raw:?}",
-                        std::any::type_name::<T>().rsplit("::").next().unwrap_or("value")
+                        std::any::type_name::<T>()
+                            .rsplit("::")
+                            .next()
+                            .unwrap_or("value")
                     ),
                 )
             }),
@@ -96,7 +99,10 @@ impl Env {
     }
 
     /// A JSON document parsed into `T`, or `None` when unset.
-    pub fn json<T: serde::de::DeserializeOwned>(&self, var: &str) -> Result<Option<T>, ConfigError> {
+    pub fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        var: &str,
+    ) -> Result<Option<T>, ConfigError> {
         self.get(var)
             .map(|raw| {
                 serde_json::from_str(raw)
@@ -129,10 +135,16 @@ impl AwsSettings {
             attempt_timeout: env.millis("AWS_ATTEMPT_TIMEOUT_MS", 5_000)?,
             operation_timeout: env.millis("AWS_OPERATION_TIMEOUT_MS", 15_000)?,
             max_attempts: env.parsed("AWS_MAX_ATTEMPTS", 3)?,
-            s3_path_style: env.flag("AWS_S3_FORCE_PATH_STYLE", env.get("AWS_ENDPOINT_URL").is_some())?,
+            s3_path_style: env.flag(
+                "AWS_S3_FORCE_PATH_STYLE",
+                env.get("AWS_ENDPOINT_URL").is_some(),
+            )?,
         };
         if s.max_attempts == 0 {
-            return Err(ConfigError::new("AWS_MAX_ATTEMPTS", "must be at least 1, found 0"));
+            return Err(ConfigError::new(
+                "AWS_MAX_ATTEMPTS",
+                "must be at least 1, found 0",
+            ));
         }
         for (var, d) in [
             ("AWS_CONNECT_TIMEOUT_MS", s.connect_timeout),
@@ -165,17 +177,22 @@ mod tests {
             .expect_err("bad");
         assert_eq!(e.var, "AWS_ATTEMPT_TIMEOUT_MS");
         assert!(e.to_string().contains("\"5s\""), "{e}");
-        let e = AwsSettings::from_env(&Env::from_pairs([("AWS_MAX_ATTEMPTS", "0")]))
-            .expect_err("zero");
+        let e =
+            AwsSettings::from_env(&Env::from_pairs([("AWS_MAX_ATTEMPTS", "0")])).expect_err("zero");
         assert_eq!(e.var, "AWS_MAX_ATTEMPTS");
-        let e = Env::from_pairs([("F", "maybe")]).flag("F", true).expect_err("flag");
+        let e = Env::from_pairs([("F", "maybe")])
+            .flag("F", true)
+            .expect_err("flag");
         assert!(e.to_string().contains("maybe"));
     }
 
     #[test]
     fn endpoint_override_turns_on_path_style() {
-        let s = AwsSettings::from_env(&Env::from_pairs([("AWS_ENDPOINT_URL", "http://127.0.0.1:1")]))
-            .expect("ok");
+        let s = AwsSettings::from_env(&Env::from_pairs([(
+            "AWS_ENDPOINT_URL",
+            "http://127.0.0.1:1",
+        )]))
+        .expect("ok");
         assert!(s.s3_path_style);
     }
 }

@@ -63,7 +63,9 @@ pub async fn codedeploy_facts(c: &Clients, deployment_id: &str) -> Result<CodeDe
     let application = info.application_name().unwrap_or_default().to_string();
     let deployment_group = info.deployment_group_name().unwrap_or_default().to_string();
     if application.is_empty() || deployment_group.is_empty() {
-        return Err(format!("GetDeployment {deployment_id}: no application or deployment group"));
+        return Err(format!(
+            "GetDeployment {deployment_id}: no application or deployment group"
+        ));
     }
     let appspec = info
         .revision()
@@ -85,22 +87,33 @@ pub async fn codedeploy_facts(c: &Clients, deployment_id: &str) -> Result<CodeDe
         }
     );
     let group = group.map_err(|e| {
-        format!("GetDeploymentGroup {application}/{deployment_group}: {}", describe_sdk_error(&e))
+        format!(
+            "GetDeploymentGroup {application}/{deployment_group}: {}",
+            describe_sdk_error(&e)
+        )
     })?;
     let g = group.deployment_group_info();
     let pair = g
         .and_then(|g| g.load_balancer_info())
         .and_then(|l| l.target_group_pair_info_list().first());
     let listeners = |route: Option<&aws_sdk_codedeploy::types::TrafficRoute>| -> Vec<String> {
-        route.map(|r| r.listener_arns().to_vec()).unwrap_or_default()
+        route
+            .map(|r| r.listener_arns().to_vec())
+            .unwrap_or_default()
     };
     Ok(CodeDeployFacts {
-        status: info.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
-        creator: info.creator().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        status: info
+            .status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        creator: info
+            .creator()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
         lifecycle_event: event,
-        ecs_service: g.and_then(|g| g.ecs_services().first()).and_then(|s| {
-            Some((s.cluster_name()?.to_string(), s.service_name()?.to_string()))
-        }),
+        ecs_service: g
+            .and_then(|g| g.ecs_services().first())
+            .and_then(|s| Some((s.cluster_name()?.to_string(), s.service_name()?.to_string()))),
         prod_listeners: listeners(pair.and_then(|p| p.prod_traffic_route())),
         test_listeners: listeners(pair.and_then(|p| p.test_traffic_route())),
         application,
@@ -136,17 +149,23 @@ async fn running_event(c: &Clients, deployment_id: &str) -> Result<String, Strin
         .flat_map(|t| t.lifecycle_events())
         .find(|e| e.status().is_some_and(|s| s.as_str() == "InProgress"))
         .and_then(|e| e.lifecycle_event_name().map(str::to_string))
-        .ok_or_else(|| "no lifecycle event of the deployment's ECS target is InProgress".to_string())
+        .ok_or_else(|| {
+            "no lifecycle event of the deployment's ECS target is InProgress".to_string()
+        })
 }
 
 fn appspec_field(text: &str, key: &str) -> Option<String> {
     static CACHE: OnceLock<(Regex, Regex)> = OnceLock::new();
     let (td, cn) = CACHE.get_or_init(|| {
-        let re = |k: &str| Regex::new(&format!(r#"["']?{k}["']?\s*:\s*["']?([^"'\s,}}]+)"#)).expect("static regex");
+        let re = |k: &str| {
+            Regex::new(&format!(r#"["']?{k}["']?\s*:\s*["']?([^"'\s,}}]+)"#)).expect("static regex")
+        };
         (re("TaskDefinition"), re("ContainerName"))
     });
     let re = if key == "TaskDefinition" { td } else { cn };
-    re.captures(text).and_then(|c| c.get(1)).map(|m| m.as_str().to_string())
+    re.captures(text)
+        .and_then(|c| c.get(1))
+        .map(|m| m.as_str().to_string())
 }
 
 /// The new image named by an ECS AppSpec (JSON or YAML): its TaskDefinition and ContainerName.
@@ -158,15 +177,27 @@ async fn image_from_appspec(c: &Clients, appspec: &str) -> Result<ImageVersion, 
 }
 
 /// The image of `container` (or of the only container) in a task definition.
-pub async fn image_of_task_definition(c: &Clients, task_definition: &str, container: Option<&str>) -> Result<ImageVersion, String> {
+pub async fn image_of_task_definition(
+    c: &Clients,
+    task_definition: &str,
+    container: Option<&str>,
+) -> Result<ImageVersion, String> {
     let out = c
         .ecs
         .describe_task_definition()
         .task_definition(task_definition)
         .send()
         .await
-        .map_err(|e| format!("DescribeTaskDefinition {task_definition}: {}", describe_sdk_error(&e)))?;
-    let defs = out.task_definition().map(|t| t.container_definitions()).unwrap_or_default();
+        .map_err(|e| {
+            format!(
+                "DescribeTaskDefinition {task_definition}: {}",
+                describe_sdk_error(&e)
+            )
+        })?;
+    let defs = out
+        .task_definition()
+        .map(|t| t.container_definitions())
+        .unwrap_or_default();
     let chosen = match container {
         Some(name) => defs.iter().find(|d| d.name() == Some(name)),
         None if defs.len() == 1 => defs.first(),
@@ -178,7 +209,9 @@ pub async fn image_of_task_definition(c: &Clients, task_definition: &str, contai
         .ok_or_else(|| {
             format!(
                 "task definition {task_definition} has no container {}",
-                container.map(|c| quote(c, 80)).unwrap_or_else(|| "(several containers and none named)".into())
+                container
+                    .map(|c| quote(c, 80))
+                    .unwrap_or_else(|| "(several containers and none named)".into())
             )
         })
 }
@@ -193,9 +226,18 @@ pub struct EcsFacts {
 }
 
 /// Reads the service's load balancer configuration and the target revision's image.
-pub async fn ecs_facts(c: &Clients, cluster: &str, service: &str, target_revision: Option<&str>) -> Result<EcsFacts, String> {
+pub async fn ecs_facts(
+    c: &Clients,
+    cluster: &str,
+    service: &str,
+    target_revision: Option<&str>,
+) -> Result<EcsFacts, String> {
     let (svc, rev) = tokio::join!(
-        c.ecs.describe_services().cluster(cluster).services(service).send(),
+        c.ecs
+            .describe_services()
+            .cluster(cluster)
+            .services(service)
+            .send(),
         async {
             match target_revision {
                 None => Err("the event names no targetServiceRevisionArn".to_string()),
@@ -215,12 +257,20 @@ pub async fn ecs_facts(c: &Clients, cluster: &str, service: &str, target_revisio
             }
         }
     );
-    let svc = svc.map_err(|e| format!("DescribeServices {cluster}/{service}: {}", describe_sdk_error(&e)))?;
+    let svc = svc.map_err(|e| {
+        format!(
+            "DescribeServices {cluster}/{service}: {}",
+            describe_sdk_error(&e)
+        )
+    })?;
     let s = svc
         .services()
         .first()
         .ok_or_else(|| format!("service {service} not found in cluster {cluster}"))?;
-    let lb = s.load_balancers().iter().find(|l| l.advanced_configuration().is_some());
+    let lb = s
+        .load_balancers()
+        .iter()
+        .find(|l| l.advanced_configuration().is_some());
     let adv = lb.and_then(|l| l.advanced_configuration());
     let container = lb.and_then(|l| l.container_name().map(str::to_string));
     let image = match rev {
@@ -279,12 +329,19 @@ pub async fn listener_url(c: &Clients, listener_arn: &str) -> Result<url::Url, S
         .listener_arns(listener_arn)
         .send()
         .await
-        .map_err(|e| format!("DescribeListeners {listener_arn}: {}", describe_sdk_error(&e)))?;
+        .map_err(|e| {
+            format!(
+                "DescribeListeners {listener_arn}: {}",
+                describe_sdk_error(&e)
+            )
+        })?;
     let l = out
         .listeners()
         .first()
         .ok_or_else(|| format!("listener {listener_arn} not found"))?;
-    let port = l.port().ok_or_else(|| format!("listener {listener_arn} has no port"))?;
+    let port = l
+        .port()
+        .ok_or_else(|| format!("listener {listener_arn} has no port"))?;
     let scheme = match l.protocol().map(|p| p.as_str()) {
         Some("HTTPS") | Some("TLS") => "https",
         _ => "http",
@@ -317,10 +374,16 @@ mod tests {
         let json = r#"{"version": 0.0, "Resources": [{"TargetService": {"Type": "AWS::ECS::Service",
             "Properties": {"TaskDefinition": "arn:aws:ecs:us-east-1:1:task-definition/web:7",
             "LoadBalancerInfo": {"ContainerName": "web", "ContainerPort": 8080}}}}]}"#;
-        assert_eq!(appspec_field(json, "TaskDefinition").as_deref(), Some("arn:aws:ecs:us-east-1:1:task-definition/web:7"));
+        assert_eq!(
+            appspec_field(json, "TaskDefinition").as_deref(),
+            Some("arn:aws:ecs:us-east-1:1:task-definition/web:7")
+        );
         assert_eq!(appspec_field(json, "ContainerName").as_deref(), Some("web"));
         let yaml = "version: 0.0\nResources:\n  - TargetService:\n      Type: AWS::ECS::Service\n      Properties:\n        TaskDefinition: \"arn:aws:ecs:us-east-1:1:task-definition/web:8\"\n        LoadBalancerInfo:\n          ContainerName: 'api'\n          ContainerPort: 80\n";
-        assert_eq!(appspec_field(yaml, "TaskDefinition").as_deref(), Some("arn:aws:ecs:us-east-1:1:task-definition/web:8"));
+        assert_eq!(
+            appspec_field(yaml, "TaskDefinition").as_deref(),
+            Some("arn:aws:ecs:us-east-1:1:task-definition/web:8")
+        );
         assert_eq!(appspec_field(yaml, "ContainerName").as_deref(), Some("api"));
         assert_eq!(appspec_field("version: 0.0", "TaskDefinition"), None);
     }
@@ -331,6 +394,9 @@ mod tests {
             listener_of_rule("arn:aws:elasticloadbalancing:us-east-1:1:listener-rule/app/lb/50dc6c495c0c9188/f2f7dc8efc522ab2/9683b2d02a6cabee").as_deref(),
             Some("arn:aws:elasticloadbalancing:us-east-1:1:listener/app/lb/50dc6c495c0c9188/f2f7dc8efc522ab2")
         );
-        assert_eq!(listener_of_rule("arn:aws:elasticloadbalancing:us-east-1:1:listener/app/x"), None);
+        assert_eq!(
+            listener_of_rule("arn:aws:elasticloadbalancing:us-east-1:1:listener/app/x"),
+            None
+        );
     }
 }

@@ -59,7 +59,10 @@ pub enum Incoming {
     CodeDeploy(CodeDeployIds),
     Ecs(EcsHookEvent),
     /// Looks like an ECS hook but does not parse: still answered, with FAILED and the reason.
-    EcsInvalid { reason: String, hook_details: Option<Value> },
+    EcsInvalid {
+        reason: String,
+        hook_details: Option<Value>,
+    },
     /// No ids to report against: the only case that ends in a Lambda error.
     Unreportable(String),
 }
@@ -72,7 +75,11 @@ pub const ECS_DEFAULT_STAGES: &[&str] = &[
 ];
 
 /// CodeDeploy lifecycle events at which a spec runs when it names none.
-pub const CODEDEPLOY_DEFAULT_EVENTS: &[&str] = &["AfterAllowTestTraffic", "BeforeAllowTraffic", "AfterAllowTraffic"];
+pub const CODEDEPLOY_DEFAULT_EVENTS: &[&str] = &[
+    "AfterAllowTestTraffic",
+    "BeforeAllowTraffic",
+    "AfterAllowTraffic",
+];
 
 /// All ECS stages a Lambda hook can attach to.
 pub const ECS_STAGES: &[&str] = &[
@@ -105,9 +112,10 @@ pub fn classify(event: &Value) -> Incoming {
             }
         };
         return match (id("DeploymentId"), id("LifecycleEventHookExecutionId")) {
-            (Ok(deployment_id), Ok(hook_execution_id)) => {
-                Incoming::CodeDeploy(CodeDeployIds { deployment_id, hook_execution_id })
-            }
+            (Ok(deployment_id), Ok(hook_execution_id)) => Incoming::CodeDeploy(CodeDeployIds {
+                deployment_id,
+                hook_execution_id,
+            }),
             (a, b) => {
                 let problems: Vec<String> = [a.err(), b.err()].into_iter().flatten().collect();
                 Incoming::Unreportable(format!(
@@ -117,14 +125,23 @@ pub fn classify(event: &Value) -> Incoming {
             }
         };
     }
-    if obj.contains_key("executionId") || obj.contains_key("lifecycleStage") || obj.contains_key("resourceArn") {
+    if obj.contains_key("executionId")
+        || obj.contains_key("lifecycleStage")
+        || obj.contains_key("resourceArn")
+    {
         let hook_details = obj.get("hookDetails").cloned().filter(Value::is_object);
         return match serde_json::from_value::<EcsHookEvent>(event.clone()) {
             Ok(e) => match validate_ecs(&e) {
                 Ok(()) => Incoming::Ecs(e),
-                Err(reason) => Incoming::EcsInvalid { reason, hook_details },
+                Err(reason) => Incoming::EcsInvalid {
+                    reason,
+                    hook_details,
+                },
             },
-            Err(e) => Incoming::EcsInvalid { reason: format!("ECS hook payload does not parse: {e}"), hook_details },
+            Err(e) => Incoming::EcsInvalid {
+                reason: format!("ECS hook payload does not parse: {e}"),
+                hook_details,
+            },
         };
     }
     let keys: Vec<String> = obj.keys().take(10).map(|k| quote(k, 40)).collect();
@@ -193,7 +210,10 @@ pub fn service_of(e: &EcsHookEvent) -> Result<(String, String), String> {
 impl EcsHookEvent {
     /// True at stages where production traffic is what the hook should test.
     pub fn tests_production(&self) -> bool {
-        matches!(self.lifecycle_stage.as_str(), "PRODUCTION_TRAFFIC_SHIFT" | "POST_PRODUCTION_TRAFFIC_SHIFT")
+        matches!(
+            self.lifecycle_stage.as_str(),
+            "PRODUCTION_TRAFFIC_SHIFT" | "POST_PRODUCTION_TRAFFIC_SHIFT"
+        )
     }
 
     /// A rollback re-invocation: ECS calls the traffic-shift hooks again with the target
@@ -207,13 +227,19 @@ impl EcsHookEvent {
         } else {
             &self.execution_details.test_traffic_weights
         };
-        matches!(self.lifecycle_stage.as_str(), "TEST_TRAFFIC_SHIFT" | "PRODUCTION_TRAFFIC_SHIFT")
-            && weights.get(target).is_some_and(|w| *w == 0.0)
+        matches!(
+            self.lifecycle_stage.as_str(),
+            "TEST_TRAFFIC_SHIFT" | "PRODUCTION_TRAFFIC_SHIFT"
+        ) && weights.get(target).is_some_and(|w| *w == 0.0)
     }
 
     /// Our state from an earlier IN_PROGRESS reply, if any.
     pub fn carried_state<T: for<'de> Deserialize<'de>>(&self) -> Option<T> {
-        let v = self.hook_details.as_ref()?.get(HOOK_DETAILS_KEY)?.get("state")?;
+        let v = self
+            .hook_details
+            .as_ref()?
+            .get(HOOK_DETAILS_KEY)?
+            .get("state")?;
         serde_json::from_value(v.clone()).ok()
     }
 }
@@ -240,10 +266,22 @@ pub struct EcsHookResponse {
 impl EcsHookResponse {
     /// A reply carrying `ours` under [`HOOK_DETAILS_KEY`], keeping the other keys of the
     /// incoming `hookDetails` (the operator's static configuration).
-    pub fn new(status: EcsHookStatus, incoming: Option<&Value>, ours: Value, call_back_delay: Option<u32>) -> Self {
-        let mut details = incoming.and_then(Value::as_object).cloned().unwrap_or_default();
+    pub fn new(
+        status: EcsHookStatus,
+        incoming: Option<&Value>,
+        ours: Value,
+        call_back_delay: Option<u32>,
+    ) -> Self {
+        let mut details = incoming
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
         details.insert(HOOK_DETAILS_KEY.to_string(), ours);
-        Self { hook_status: status, call_back_delay, hook_details: Value::Object(details) }
+        Self {
+            hook_status: status,
+            call_back_delay,
+            hook_details: Value::Object(details),
+        }
     }
 }
 
@@ -265,19 +303,46 @@ mod tests {
     fn classification_table() {
         let long = "a".repeat(100_000);
         let cases: Vec<(Value, &str)> = vec![
-            (json!({"DeploymentId": "d-ABC", "LifecycleEventHookExecutionId": "x"}), "codedeploy"),
-            (json!({"DeploymentId": "d-ABC", "LifecycleEventHookExecutionId": "x", "extra": [1]}), "codedeploy"),
+            (
+                json!({"DeploymentId": "d-ABC", "LifecycleEventHookExecutionId": "x"}),
+                "codedeploy",
+            ),
+            (
+                json!({"DeploymentId": "d-ABC", "LifecycleEventHookExecutionId": "x", "extra": [1]}),
+                "codedeploy",
+            ),
             (json!({}), "unreportable:neither"),
             (json!([1, 2]), "unreportable:not a JSON object"),
             (json!(null), "unreportable:not a JSON object"),
-            (json!({"DeploymentId": "d-ABC"}), "unreportable:LifecycleEventHookExecutionId is missing"),
-            (json!({"DeploymentId": 7, "LifecycleEventHookExecutionId": "x"}), "unreportable:DeploymentId must be a string, found a number"),
-            (json!({"DeploymentId": long, "LifecycleEventHookExecutionId": "x"}), "unreportable:100000 characters"),
-            (json!({"DeploymentId": "d-\u{0}", "LifecycleEventHookExecutionId": "x"}), "unreportable:not an id"),
+            (
+                json!({"DeploymentId": "d-ABC"}),
+                "unreportable:LifecycleEventHookExecutionId is missing",
+            ),
+            (
+                json!({"DeploymentId": 7, "LifecycleEventHookExecutionId": "x"}),
+                "unreportable:DeploymentId must be a string, found a number",
+            ),
+            (
+                json!({"DeploymentId": long, "LifecycleEventHookExecutionId": "x"}),
+                "unreportable:100000 characters",
+            ),
+            (
+                json!({"DeploymentId": "d-\u{0}", "LifecycleEventHookExecutionId": "x"}),
+                "unreportable:not an id",
+            ),
             (ecs("POST_TEST_TRAFFIC_SHIFT", json!({}), json!({})), "ecs"),
-            (json!({"executionId": "e", "lifecycleStage": 5}), "ecs-invalid:does not parse"),
-            (json!({"executionId": "e", "lifecycleStage": "NAP_TIME", "resourceArn": "x"}), "ecs-invalid:\"NAP_TIME\" is not an ECS hook stage"),
-            (json!({"executionId": "e", "lifecycleStage": "PRE_SCALE_UP", "resourceArn": "arn:aws:ecs:r:a:service/c"}), "ecs-invalid:not a service-deployment ARN"),
+            (
+                json!({"executionId": "e", "lifecycleStage": 5}),
+                "ecs-invalid:does not parse",
+            ),
+            (
+                json!({"executionId": "e", "lifecycleStage": "NAP_TIME", "resourceArn": "x"}),
+                "ecs-invalid:\"NAP_TIME\" is not an ECS hook stage",
+            ),
+            (
+                json!({"executionId": "e", "lifecycleStage": "PRE_SCALE_UP", "resourceArn": "arn:aws:ecs:r:a:service/c"}),
+                "ecs-invalid:not a service-deployment ARN",
+            ),
         ];
         for (event, want) in cases {
             let got = match classify(&event) {
@@ -287,7 +352,10 @@ mod tests {
                 Incoming::Unreportable(r) => format!("unreportable:{r}"),
             };
             let (kind, words) = want.split_once(':').unwrap_or((want, ""));
-            assert!(got.starts_with(kind) && got.contains(words), "{event:.80}: got {got:.300}, want {want}");
+            assert!(
+                got.starts_with(kind) && got.contains(words),
+                "{event:.80}: got {got:.300}, want {want}"
+            );
         }
     }
 
@@ -297,10 +365,30 @@ mod tests {
             Incoming::Ecs(e) => e,
             other => panic!("not ecs: {other:?}"),
         };
-        assert!(parse(ecs("TEST_TRAFFIC_SHIFT", json!({"rev-new": 0, "rev-old": 100}), json!({}))).is_rollback());
-        assert!(parse(ecs("PRODUCTION_TRAFFIC_SHIFT", json!({}), json!({"rev-new": 0.0}))).is_rollback());
-        assert!(!parse(ecs("TEST_TRAFFIC_SHIFT", json!({"rev-new": 100}), json!({}))).is_rollback());
-        assert!(!parse(ecs("POST_TEST_TRAFFIC_SHIFT", json!({"rev-new": 0}), json!({}))).is_rollback());
+        assert!(parse(ecs(
+            "TEST_TRAFFIC_SHIFT",
+            json!({"rev-new": 0, "rev-old": 100}),
+            json!({})
+        ))
+        .is_rollback());
+        assert!(parse(ecs(
+            "PRODUCTION_TRAFFIC_SHIFT",
+            json!({}),
+            json!({"rev-new": 0.0})
+        ))
+        .is_rollback());
+        assert!(!parse(ecs(
+            "TEST_TRAFFIC_SHIFT",
+            json!({"rev-new": 100}),
+            json!({})
+        ))
+        .is_rollback());
+        assert!(!parse(ecs(
+            "POST_TEST_TRAFFIC_SHIFT",
+            json!({"rev-new": 0}),
+            json!({})
+        ))
+        .is_rollback());
         let e = parse(ecs("POST_PRODUCTION_TRAFFIC_SHIFT", json!({}), json!({})));
         assert!(e.tests_production());
         assert_eq!(service_of(&e), Ok(("prod".into(), "web".into())));
@@ -309,9 +397,17 @@ mod tests {
     #[test]
     fn reply_keeps_operator_details_and_adds_ours() {
         let incoming = json!({"team": "payments", "deployGuard": {"state": {"polls": 1}}});
-        let r = EcsHookResponse::new(EcsHookStatus::InProgress, Some(&incoming), json!({"reason": "waiting"}), Some(15));
+        let r = EcsHookResponse::new(
+            EcsHookStatus::InProgress,
+            Some(&incoming),
+            json!({"reason": "waiting"}),
+            Some(15),
+        );
         let v = serde_json::to_value(&r).expect("serializes");
-        assert_eq!(v, json!({"hookStatus": "IN_PROGRESS", "callBackDelay": 15,
-                             "hookDetails": {"team": "payments", "deployGuard": {"reason": "waiting"}}}));
+        assert_eq!(
+            v,
+            json!({"hookStatus": "IN_PROGRESS", "callBackDelay": 15,
+                             "hookDetails": {"team": "payments", "deployGuard": {"reason": "waiting"}}})
+        );
     }
 }

@@ -27,25 +27,39 @@ impl SpecLocation {
         if let Some(p) = t.strip_prefix("ssm:") {
             let prefix = p.trim_end_matches('/').to_string();
             if !prefix.starts_with('/') {
-                return Err(format!("an SSM location is ssm:/path/prefix, found {}", quote(t, 100)));
+                return Err(format!(
+                    "an SSM location is ssm:/path/prefix, found {}",
+                    quote(t, 100)
+                ));
             }
             return Ok(Self::Ssm { prefix });
         }
         if let Some(rest) = t.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(format!("an S3 location is s3://bucket/prefix, found {}", quote(t, 100)));
+                return Err(format!(
+                    "an S3 location is s3://bucket/prefix, found {}",
+                    quote(t, 100)
+                ));
             }
-            return Ok(Self::S3 { bucket: bucket.to_string(), prefix: prefix.trim_matches('/').to_string() });
+            return Ok(Self::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+            });
         }
-        Err(format!("expected ssm:/prefix or s3://bucket/prefix, found {}", quote(t, 100)))
+        Err(format!(
+            "expected ssm:/prefix or s3://bucket/prefix, found {}",
+            quote(t, 100)
+        ))
     }
 
     /// Where the spec of `a/b` would be.
     pub fn describe(&self, a: &str, b: &str) -> String {
         match self {
             Self::Ssm { prefix } => format!("ssm:{prefix}/{a}/{b}"),
-            Self::S3 { bucket, prefix } if prefix.is_empty() => format!("s3://{bucket}/{a}/{b}.json"),
+            Self::S3 { bucket, prefix } if prefix.is_empty() => {
+                format!("s3://{bucket}/{a}/{b}.json")
+            }
             Self::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}/{a}/{b}.json"),
         }
     }
@@ -67,21 +81,40 @@ pub struct LoadedSpec {
 }
 
 /// Finds and parses the spec for `a/b`.
-pub async fn load_spec(c: &Clients, source: &SpecSource, a: &str, b: &str) -> Result<LoadedSpec, String> {
+pub async fn load_spec(
+    c: &Clients,
+    source: &SpecSource,
+    a: &str,
+    b: &str,
+) -> Result<LoadedSpec, String> {
     let mut looked = Vec::new();
     if let Some(loc) = &source.location {
         let at = loc.describe(a, b);
         let text = match loc {
             SpecLocation::Ssm { prefix } => {
                 let name = format!("{prefix}/{a}/{b}");
-                match c.ssm.get_parameter().name(&name).with_decryption(true).send().await {
+                match c
+                    .ssm
+                    .get_parameter()
+                    .name(&name)
+                    .with_decryption(true)
+                    .send()
+                    .await
+                {
                     Ok(out) => out.parameter().and_then(|p| p.value()).map(str::to_string),
                     Err(e) if error_code(&e) == Some("ParameterNotFound") => None,
-                    Err(e) => return Err(format!("reading the smoke spec at {at}: {}", describe_sdk_error(&e))),
+                    Err(e) => {
+                        return Err(format!(
+                            "reading the smoke spec at {at}: {}",
+                            describe_sdk_error(&e)
+                        ))
+                    }
                 }
             }
             SpecLocation::S3 { bucket, .. } => {
-                let key = at.trim_start_matches(&format!("s3://{bucket}/")).to_string();
+                let key = at
+                    .trim_start_matches(&format!("s3://{bucket}/"))
+                    .to_string();
                 match c.s3.get_object().bucket(bucket).key(&key).send().await {
                     Ok(out) => {
                         let bytes = out
@@ -91,36 +124,61 @@ pub async fn load_spec(c: &Clients, source: &SpecSource, a: &str, b: &str) -> Re
                             .map_err(|e| format!("reading the smoke spec at {at}: {e}"))?
                             .into_bytes();
                         if bytes.len() > 512 * 1024 {
-                            return Err(format!("the smoke spec at {at} is {} bytes; the limit is 512 KiB", bytes.len()));
+                            return Err(format!(
+                                "the smoke spec at {at} is {} bytes; the limit is 512 KiB",
+                                bytes.len()
+                            ));
                         }
-                        Some(String::from_utf8(bytes.to_vec()).map_err(|_| format!("the smoke spec at {at} is not UTF-8"))?)
+                        Some(
+                            String::from_utf8(bytes.to_vec())
+                                .map_err(|_| format!("the smoke spec at {at} is not UTF-8"))?,
+                        )
                     }
-                    Err(e) if matches!(error_code(&e), Some("NoSuchKey") | Some("NotFound")) => None,
-                    Err(e) => return Err(format!("reading the smoke spec at {at}: {}", describe_sdk_error(&e))),
+                    Err(e) if matches!(error_code(&e), Some("NoSuchKey") | Some("NotFound")) => {
+                        None
+                    }
+                    Err(e) => {
+                        return Err(format!(
+                            "reading the smoke spec at {at}: {}",
+                            describe_sdk_error(&e)
+                        ))
+                    }
                 }
             }
         };
         if let Some(text) = text {
             return Spec::parse(&text)
-                .map(|spec| LoadedSpec { spec, origin: at.clone() })
+                .map(|spec| LoadedSpec {
+                    spec,
+                    origin: at.clone(),
+                })
                 .map_err(|e| format!("{e} (spec at {at})"));
         }
         looked.push(at);
     }
     match &source.default {
         Some(text) => Spec::parse(text)
-            .map(|spec| LoadedSpec { spec, origin: "the function's default spec (SMOKE_SPEC_DEFAULT)".to_string() })
+            .map(|spec| LoadedSpec {
+                spec,
+                origin: "the function's default spec (SMOKE_SPEC_DEFAULT)".to_string(),
+            })
             .map_err(|e| format!("{e} (the default spec)")),
         None => Err(format!(
             "no smoke spec for {a}/{b}: {} and no default spec is configured (SMOKE_SPEC_DEFAULT)",
-            if looked.is_empty() { "no SMOKE_SPEC_LOCATION is set".to_string() } else { format!("nothing at {}", looked.join(", ")) }
+            if looked.is_empty() {
+                "no SMOKE_SPEC_LOCATION is set".to_string()
+            } else {
+                format!("nothing at {}", looked.join(", "))
+            }
         )),
     }
 }
 
 /// Fetches every secret the spec's headers reference. Errors name the secret, never its value.
 pub async fn resolve_secrets(c: &Clients, refs: &[SecretRef]) -> Result<SecretValues, String> {
-    let fetches = refs.iter().map(|r| async move { (r.clone(), fetch_secret(c, r).await) });
+    let fetches = refs
+        .iter()
+        .map(|r| async move { (r.clone(), fetch_secret(c, r).await) });
     let mut out = SecretValues::new();
     for (r, value) in futures::future::join_all(fetches).await {
         out.insert(r, value?);
@@ -137,7 +195,13 @@ async fn fetch_secret(c: &Clients, r: &SecretRef) -> Result<Secret<String>, Stri
                 .secret_id(id)
                 .send()
                 .await
-                .map_err(|e| format!("secret {}: GetSecretValue failed: {}", quote(id, 200), describe_sdk_error(&e)))?;
+                .map_err(|e| {
+                    format!(
+                        "secret {}: GetSecretValue failed: {}",
+                        quote(id, 200),
+                        describe_sdk_error(&e)
+                    )
+                })?;
             let text = Secret::new(
                 out.secret_string()
                     .ok_or_else(|| format!("secret {}: has no string value", quote(id, 200)))?
@@ -146,12 +210,30 @@ async fn fetch_secret(c: &Clients, r: &SecretRef) -> Result<Secret<String>, Stri
             match &r.json_key {
                 None => text,
                 Some(key) => {
-                    let doc: serde_json::Value = serde_json::from_str(text.expose())
-                        .map_err(|_| format!("secret {}: json_key {} given but the secret is not JSON", quote(id, 200), quote(key, 80)))?;
+                    let doc: serde_json::Value =
+                        serde_json::from_str(text.expose()).map_err(|_| {
+                            format!(
+                                "secret {}: json_key {} given but the secret is not JSON",
+                                quote(id, 200),
+                                quote(key, 80)
+                            )
+                        })?;
                     match doc.get(key) {
                         Some(serde_json::Value::String(s)) => Secret::new(s.clone()),
-                        Some(_) => return Err(format!("secret {}: key {} is not a string", quote(id, 200), quote(key, 80))),
-                        None => return Err(format!("secret {}: has no key {}", quote(id, 200), quote(key, 80))),
+                        Some(_) => {
+                            return Err(format!(
+                                "secret {}: key {} is not a string",
+                                quote(id, 200),
+                                quote(key, 80)
+                            ))
+                        }
+                        None => {
+                            return Err(format!(
+                                "secret {}: has no key {}",
+                                quote(id, 200),
+                                quote(key, 80)
+                            ))
+                        }
                     }
                 }
             }
@@ -164,7 +246,13 @@ async fn fetch_secret(c: &Clients, r: &SecretRef) -> Result<Secret<String>, Stri
                 .with_decryption(true)
                 .send()
                 .await
-                .map_err(|e| format!("parameter {}: GetParameter failed: {}", quote(name, 200), describe_sdk_error(&e)))?;
+                .map_err(|e| {
+                    format!(
+                        "parameter {}: GetParameter failed: {}",
+                        quote(name, 200),
+                        describe_sdk_error(&e)
+                    )
+                })?;
             Secret::new(
                 out.parameter()
                     .and_then(|p| p.value())

@@ -31,9 +31,11 @@ const CLAMPED: &[&str] = &[
 
 /// True when a log record from `target` at `level` may be written.
 pub fn allowed(target: &str, level: &Level) -> bool {
-    let clamped = CLAMPED
-        .iter()
-        .any(|c| target == *c || target.starts_with(&format!("{c}::")) || target.starts_with(&format!("{c}_")));
+    let clamped = CLAMPED.iter().any(|c| {
+        target == *c
+            || target.starts_with(&format!("{c}::"))
+            || target.starts_with(&format!("{c}_"))
+    });
     !clamped || *level <= Level::INFO
 }
 
@@ -87,8 +89,14 @@ mod tests {
             "hyper_util::client",
             "reqwest::connect",
         ] {
-            assert!(!allowed(target, &Level::TRACE), "{target} TRACE must be dropped");
-            assert!(!allowed(target, &Level::DEBUG), "{target} DEBUG must be dropped");
+            assert!(
+                !allowed(target, &Level::TRACE),
+                "{target} TRACE must be dropped"
+            );
+            assert!(
+                !allowed(target, &Level::DEBUG),
+                "{target} DEBUG must be dropped"
+            );
             assert!(allowed(target, &Level::INFO), "{target} INFO passes");
             assert!(allowed(target, &Level::ERROR), "{target} ERROR passes");
         }
@@ -98,6 +106,9 @@ mod tests {
     fn our_own_targets_follow_the_level() {
         assert!(allowed("smoke_test_hook::handler", &Level::TRACE));
         assert!(allowed("deploy_guard::smoke", &Level::DEBUG));
-        assert!(allowed("hyperion", &Level::TRACE), "only whole crate names are clamped");
+        assert!(
+            allowed("hyperion", &Level::TRACE),
+            "only whole crate names are clamped"
+        );
     }
 }

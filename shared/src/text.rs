@@ -22,7 +22,11 @@ pub fn join_capped(parts: &[String], sep: &str, max: usize) -> String {
     let mut out = String::new();
     let mut kept = 0;
     for p in parts {
-        let extra = if kept == 0 { p.len() } else { sep.len() + p.len() };
+        let extra = if kept == 0 {
+            p.len()
+        } else {
+            sep.len() + p.len()
+        };
         if out.len() + extra > room {
             break;
         }

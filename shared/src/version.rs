@@ -58,7 +58,11 @@ mod tests {
         let cases = [
             ("repo", None, None),
             ("repo:v2", Some("v2"), None),
-            ("123.dkr.ecr.us-east-1.amazonaws.com/app:1.4.0", Some("1.4.0"), None),
+            (
+                "123.dkr.ecr.us-east-1.amazonaws.com/app:1.4.0",
+                Some("1.4.0"),
+                None,
+            ),
             ("localhost:5000/app", None, None),
             ("localhost:5000/app:abc123", Some("abc123"), None),
             ("app@sha256:aa", None, Some("sha256:aa")),

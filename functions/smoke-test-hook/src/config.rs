@@ -67,14 +67,25 @@ impl HookConfig {
             let base_url = url::Url::parse(&url)
                 .ok()
                 .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-                .ok_or_else(|| ConfigError::new("TARGET_OVERRIDES", format!("{key}: {url:?} is not an http(s) URL")))?;
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "TARGET_OVERRIDES",
+                        format!("{key}: {url:?} is not an http(s) URL"),
+                    )
+                })?;
             if !key.contains('/') {
                 return Err(ConfigError::new(
                     "TARGET_OVERRIDES",
                     format!("key {key:?} must be application/deploymentGroup or cluster/service"),
                 ));
             }
-            overrides.insert(key, TargetOverride { base_url, headers: headers.into_iter().collect() });
+            overrides.insert(
+                key,
+                TargetOverride {
+                    base_url,
+                    headers: headers.into_iter().collect(),
+                },
+            );
         }
         let resolve = env
             .get("SMOKE_RESOLVE")
@@ -84,7 +95,10 @@ impl HookConfig {
             .unwrap_or_default();
         let ecs_callback_delay: u32 = env.parsed("ECS_CALLBACK_DELAY_S", 30)?;
         if !(1..=3600).contains(&ecs_callback_delay) {
-            return Err(ConfigError::new("ECS_CALLBACK_DELAY_S", format!("must be 1 to 3600, found {ecs_callback_delay}")));
+            return Err(ConfigError::new(
+                "ECS_CALLBACK_DELAY_S",
+                format!("must be 1 to 3600, found {ecs_callback_delay}"),
+            ));
         }
         Ok(Self {
             specs: SpecSource { location, default },
@@ -104,7 +118,8 @@ pub fn load(env: &Env) -> (AwsSettings, Result<HookConfig, ConfigError>) {
     match aws {
         Ok(a) => (a, hook),
         Err(e) => {
-            let fallback = AwsSettings::from_env(&Env::from_pairs([])).unwrap_or_else(|_| unreachable!("defaults are valid"));
+            let fallback = AwsSettings::from_env(&Env::from_pairs([]))
+                .unwrap_or_else(|_| unreachable!("defaults are valid"));
             (fallback, Err(e))
         }
     }
@@ -119,7 +134,10 @@ mod tests {
         let env = Env::from_pairs([
             ("SMOKE_SPEC_LOCATION", "ssm:/dg/specs"),
             ("SMOKE_SPEC_DEFAULT", r#"{"checks": [{"path": "/"}]}"#),
-            ("TARGET_OVERRIDES", r#"{"app/grp": "http://svc.local:8080", "c/s": {"base_url": "http://x:1", "headers": {"x-amzn-ecs-bluegreen-test": "1"}}}"#),
+            (
+                "TARGET_OVERRIDES",
+                r#"{"app/grp": "http://svc.local:8080", "c/s": {"base_url": "http://x:1", "headers": {"x-amzn-ecs-bluegreen-test": "1"}}}"#,
+            ),
             ("SMOKE_RESOLVE", "svc.local:8080:127.0.0.1"),
             ("REPORT_RESERVE_MS", "1500"),
         ]);

@@ -54,11 +54,18 @@ struct Evaluation {
 
 impl Evaluation {
     fn fail(reason: impl Into<String>) -> Self {
-        Self { reasons: vec![reason.into()], ..Self::default() }
+        Self {
+            reasons: vec![reason.into()],
+            ..Self::default()
+        }
     }
 
     fn pass(reason: impl Into<String>) -> Self {
-        Self { passed: true, reasons: vec![reason.into()], ..Self::default() }
+        Self {
+            passed: true,
+            reasons: vec![reason.into()],
+            ..Self::default()
+        }
     }
 
     fn verdict(&self) -> &'static str {
@@ -78,14 +85,28 @@ impl Evaluation {
 /// The Lambda handler.
 pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let (payload, ctx) = event.into_parts();
-    let reserve = app.config.as_ref().map(|c| c.report_reserve).unwrap_or(Duration::from_secs(3));
+    let reserve = app
+        .config
+        .as_ref()
+        .map(|c| c.report_reserve)
+        .unwrap_or(Duration::from_secs(3));
     let budget = Budget::from_deadline(ctx.deadline(), reserve);
     match classify(&payload) {
         Incoming::CodeDeploy(ids) => codedeploy(app, ids, budget).await,
         Incoming::Ecs(e) => Ok(ecs(app, e, budget).await),
-        Incoming::EcsInvalid { reason, hook_details } => {
+        Incoming::EcsInvalid {
+            reason,
+            hook_details,
+        } => {
             let ev = Evaluation::fail(reason);
-            Ok(ecs_reply(app, &ev, hook_details.as_ref(), None, &payload_ids(&payload), Instant::now()))
+            Ok(ecs_reply(
+                app,
+                &ev,
+                hook_details.as_ref(),
+                None,
+                &payload_ids(&payload),
+                Instant::now(),
+            ))
         }
         Incoming::Unreportable(reason) => {
             emit_outcome(json!({"protocol": "unknown", "verdict": "none", "reason": reason}));
@@ -95,12 +116,20 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error
 }
 
 fn payload_ids(payload: &Value) -> Value {
-    let s = |k: &str| payload.get(k).and_then(Value::as_str).map(|v| deploy_guard::text::quote(v, 80));
+    let s = |k: &str| {
+        payload
+            .get(k)
+            .and_then(Value::as_str)
+            .map(|v| deploy_guard::text::quote(v, 80))
+    };
     json!({"execution_id": s("executionId"), "stage": s("lifecycleStage")})
 }
 
 /// Runs `work` within the budget; a panic or the budget running out becomes a failure.
-async fn guarded<F: std::future::Future<Output = Evaluation>>(work: F, budget: &Budget) -> Evaluation {
+async fn guarded<F: std::future::Future<Output = Evaluation>>(
+    work: F,
+    budget: &Budget,
+) -> Evaluation {
     if budget.work_exhausted() {
         return Evaluation::fail(format!(
             "no time to check: the invocation's deadline leaves {} ms, less than the {} ms kept for the report",
@@ -116,9 +145,13 @@ async fn guarded<F: std::future::Future<Output = Evaluation>>(work: F, budget: &
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_string());
-            Evaluation::fail(format!("internal error in deploy-guard (a bug; please report it): {msg}"))
+            Evaluation::fail(format!(
+                "internal error in deploy-guard (a bug; please report it): {msg}"
+            ))
         }
-        Err(_) => Evaluation::fail("ran out of time before a verdict: the invocation's time budget ran out"),
+        Err(_) => Evaluation::fail(
+            "ran out of time before a verdict: the invocation's time budget ran out",
+        ),
     }
 }
 
@@ -128,7 +161,11 @@ async fn guarded<F: std::future::Future<Output = Evaluation>>(work: F, budget: &
 async fn codedeploy(app: &App, ids: CodeDeployIds, budget: Budget) -> Result<Value, Error> {
     let started = Instant::now();
     let ev = guarded(evaluate_codedeploy(app, &ids), &budget).await;
-    let status = if ev.passed { LifecycleEventStatus::Succeeded } else { LifecycleEventStatus::Failed };
+    let status = if ev.passed {
+        LifecycleEventStatus::Succeeded
+    } else {
+        LifecycleEventStatus::Failed
+    };
     let delivery = report_codedeploy(app, &ids, status, &budget).await;
     let delivered = match &delivery {
         Ok(d) => (*d).to_string(),
@@ -140,7 +177,7 @@ async fn codedeploy(app: &App, ids: CodeDeployIds, budget: Budget) -> Result<Val
         "hook_execution_id": ids.hook_execution_id,
         "lifecycle_event": ev.stage,
         "deployment_group": ev.service,
-        "target": ev.target,
+        "endpoint": ev.target,
         "spec": ev.spec,
         "version": ev.version,
         "verdict": ev.verdict(),
@@ -154,11 +191,21 @@ async fn codedeploy(app: &App, ids: CodeDeployIds, budget: Budget) -> Result<Val
         Ok(_) => Ok(json!({"verdict": ev.verdict(), "reason": ev.reason()})),
         // Only now is a Lambda error right: the verdict could not be delivered, and an
         // asynchronous retry may still deliver one.
-        Err(e) => Err(format!("could not report the {} verdict for {}: {e}", ev.verdict(), ids.deployment_id).into()),
+        Err(e) => Err(format!(
+            "could not report the {} verdict for {}: {e}",
+            ev.verdict(),
+            ids.deployment_id
+        )
+        .into()),
     }
 }
 
-async fn report_codedeploy(app: &App, ids: &CodeDeployIds, status: LifecycleEventStatus, budget: &Budget) -> Result<&'static str, String> {
+async fn report_codedeploy(
+    app: &App,
+    ids: &CodeDeployIds,
+    status: LifecycleEventStatus,
+    budget: &Budget,
+) -> Result<&'static str, String> {
     let within = budget.report_timeout(app.aws.operation_timeout, Duration::from_secs(1));
     let result = app
         .clients
@@ -168,13 +215,18 @@ async fn report_codedeploy(app: &App, ids: &CodeDeployIds, status: LifecycleEven
         .lifecycle_event_hook_execution_id(&ids.hook_execution_id)
         .status(status)
         .customize()
-        .config_override(aws_sdk_codedeploy::config::Builder::default().timeout_config(report_timeouts(&app.aws, within)))
+        .config_override(
+            aws_sdk_codedeploy::config::Builder::default()
+                .timeout_config(report_timeouts(&app.aws, within)),
+        )
         .send()
         .await;
     match result {
         Ok(_) => Ok("delivered"),
         // At least once: a duplicate or a retry finds the first report already in. Done.
-        Err(e) if error_code(&e) == Some("LifecycleEventAlreadyCompletedException") => Ok("already completed"),
+        Err(e) if error_code(&e) == Some("LifecycleEventAlreadyCompletedException") => {
+            Ok("already completed")
+        }
         Err(e) => Err(describe_sdk_error(&e)),
     }
 }
@@ -189,7 +241,11 @@ async fn evaluate_codedeploy(app: &App, ids: &CodeDeployIds) -> Evaluation {
         Err(e) => return Evaluation::fail(format!("could not read the deployment: {e}")),
     };
     let group = format!("{}/{}", facts.application, facts.deployment_group);
-    let mut ev = Evaluation { service: Some(group.clone()), version: facts.image.as_ref().ok().cloned(), ..Default::default() };
+    let mut ev = Evaluation {
+        service: Some(group.clone()),
+        version: facts.image.as_ref().ok().cloned(),
+        ..Default::default()
+    };
     if facts.is_rollback() {
         ev.passed = true;
         ev.reasons = vec!["a rollback deployment (created by codeDeployRollback) is not gated: passing so the rollback proceeds".into()];
@@ -197,17 +253,34 @@ async fn evaluate_codedeploy(app: &App, ids: &CodeDeployIds) -> Evaluation {
     }
     let event = match &facts.lifecycle_event {
         Ok(e) => e.clone(),
-        Err(e) => return fail_with(ev, format!("could not tell which lifecycle event is running: {e}")),
+        Err(e) => {
+            return fail_with(
+                ev,
+                format!("could not tell which lifecycle event is running: {e}"),
+            )
+        }
     };
     ev.stage = Some(event.clone());
-    let loaded = match load_spec(&app.clients, &config.specs, &facts.application, &facts.deployment_group).await {
+    let loaded = match load_spec(
+        &app.clients,
+        &config.specs,
+        &facts.application,
+        &facts.deployment_group,
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) => return fail_with(ev, e),
     };
     ev.spec = Some(loaded.origin.clone());
     let spec = loaded.spec;
     if !spec.runs_at(&event, CODEDEPLOY_DEFAULT_EVENTS) {
-        let list = spec.stages.clone().unwrap_or_else(|| CODEDEPLOY_DEFAULT_EVENTS.iter().map(|s| s.to_string()).collect());
+        let list = spec.stages.clone().unwrap_or_else(|| {
+            CODEDEPLOY_DEFAULT_EVENTS
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        });
         return fail_with(ev, format!(
             "the hook was invoked at {event}, but the spec runs at {}: attach the hook to one of those events or add {event} to the spec's stages",
             list.join(", ")
@@ -215,19 +288,38 @@ async fn evaluate_codedeploy(app: &App, ids: &CodeDeployIds) -> Evaluation {
     }
     let production = event == "AfterAllowTraffic";
     let target = match config.overrides.get(&group).or_else(|| {
-        facts.ecs_service.as_ref().and_then(|(c, s)| config.overrides.get(&format!("{c}/{s}")))
+        facts
+            .ecs_service
+            .as_ref()
+            .and_then(|(c, s)| config.overrides.get(&format!("{c}/{s}")))
     }) {
-        Some(o) => Target { base_url: o.base_url.clone(), headers: o.headers.clone(), origin: format!("operator override for {group}"), operator_set: true },
+        Some(o) => Target {
+            base_url: o.base_url.clone(),
+            headers: o.headers.clone(),
+            origin: format!("operator override for {group}"),
+            operator_set: true,
+        },
         None => {
-            let (route, listeners) = if production { ("production", &facts.prod_listeners) } else { ("test", &facts.test_listeners) };
+            let (route, listeners) = if production {
+                ("production", &facts.prod_listeners)
+            } else {
+                ("test", &facts.test_listeners)
+            };
             let Some(listener) = listeners.first() else {
                 return fail_with(ev, format!(
                     "deployment group {group} has no {route} traffic route (loadBalancerInfo.targetGroupPairInfoList); give it one or set TARGET_OVERRIDES"
                 ));
             };
             match discovery::listener_url(&app.clients, listener).await {
-                Ok(url) => Target { base_url: url, headers: vec![], origin: format!("{route} listener {listener}"), operator_set: false },
-                Err(e) => return fail_with(ev, format!("could not find the {route} listener: {e}")),
+                Ok(url) => Target {
+                    base_url: url,
+                    headers: vec![],
+                    origin: format!("{route} listener {listener}"),
+                    operator_set: false,
+                },
+                Err(e) => {
+                    return fail_with(ev, format!("could not find the {route} listener: {e}"))
+                }
             }
         }
     };
@@ -259,7 +351,11 @@ async fn run_spec(
         Ok(s) => s,
         Err(e) => return fail_with(ev, format!("could not resolve a secret header: {e}")),
     };
-    let source = spec.version_proof.as_ref().map(|v| v.source).unwrap_or(deploy_guard::smoke::spec::VersionSource::Auto);
+    let source = spec
+        .version_proof
+        .as_ref()
+        .map(|v| v.source)
+        .unwrap_or(deploy_guard::smoke::spec::VersionSource::Auto);
     let expected: Result<String, String> = match image {
         Ok(v) => v.expected(source).map(str::to_string),
         Err(e) => Err(format!("the deployed version is unknown: {e}")),
@@ -272,7 +368,10 @@ async fn run_spec(
     };
     let (state, budget) = match resume {
         Some((s, b)) => (Some(s), b),
-        None => (None, Budget::from_now(Duration::from_secs(24 * 3600), Duration::ZERO)),
+        None => (
+            None,
+            Budget::from_now(Duration::from_secs(24 * 3600), Duration::ZERO),
+        ),
     };
     // The outer `guarded` timeout bounds CodeDeploy runs; ECS runs pass their own budget.
     let run = engine.run(&plan, state, &budget).await;
@@ -315,22 +414,45 @@ async fn ecs(app: &App, event: EcsHookEvent, budget: Budget) -> Value {
     } else {
         // ECS pays for every second an invocation waits: poll for at most the configured
         // slice, then answer IN_PROGRESS and let ECS call back.
-        let slice = app.config.as_ref().map(|c| c.ecs_invocation_budget).unwrap_or(Duration::from_secs(60));
+        let slice = app
+            .config
+            .as_ref()
+            .map(|c| c.ecs_invocation_budget)
+            .unwrap_or(Duration::from_secs(60));
         let reserve = budget.deadline() - budget.work_deadline();
         let inner = Budget::from_now(budget.total_left().min(slice + reserve), reserve);
         guarded(evaluate_ecs(app, &event, inner), &budget).await
     };
     let ids = json!({"execution_id": event.execution_id, "stage": event.lifecycle_stage, "resource_arn": event.resource_arn});
-    ecs_reply(app, &ev, event.hook_details.as_ref(), Some(&event), &ids, started)
+    ecs_reply(
+        app,
+        &ev,
+        event.hook_details.as_ref(),
+        Some(&event),
+        &ids,
+        started,
+    )
 }
 
-fn ecs_reply(app: &App, ev: &Evaluation, incoming: Option<&Value>, event: Option<&EcsHookEvent>, ids: &Value, started: Instant) -> Value {
+fn ecs_reply(
+    app: &App,
+    ev: &Evaluation,
+    incoming: Option<&Value>,
+    event: Option<&EcsHookEvent>,
+    ids: &Value,
+    started: Instant,
+) -> Value {
     let status = match (ev.passed, ev.wait) {
         (_, Some(_)) => EcsHookStatus::InProgress,
         (true, None) => EcsHookStatus::Succeeded,
         (false, None) => EcsHookStatus::Failed,
     };
-    let delay = ev.wait.map(|_| app.config.as_ref().map(|c| c.ecs_callback_delay).unwrap_or(30));
+    let delay = ev.wait.map(|_| {
+        app.config
+            .as_ref()
+            .map(|c| c.ecs_callback_delay)
+            .unwrap_or(30)
+    });
     let mut ours = json!({"verdict": ev.verdict(), "reason": ev.reason()});
     if let Some(state) = ev.wait {
         ours["state"] = json!(state);
@@ -348,7 +470,7 @@ fn ecs_reply(app: &App, ev: &Evaluation, incoming: Option<&Value>, event: Option
         "lifecycle_stage": ev.stage.clone().or_else(|| event.map(|e| e.lifecycle_stage.clone())).or_else(|| ids.get("stage").and_then(|s| s.as_str().map(str::to_string))),
         "resource_arn": ids.get("resource_arn"),
         "service": ev.service,
-        "target": ev.target,
+        "endpoint": ev.target,
         "spec": ev.spec,
         "version": ev.version,
         "verdict": ev.verdict(),
@@ -365,14 +487,28 @@ async fn evaluate_ecs(app: &App, event: &EcsHookEvent, budget: Budget) -> Evalua
     let stage = event.lifecycle_stage.clone();
     let config = match &app.config {
         Ok(c) => c,
-        Err(e) => return Evaluation { stage: Some(stage), ..Evaluation::fail(e.to_string()) },
+        Err(e) => {
+            return Evaluation {
+                stage: Some(stage),
+                ..Evaluation::fail(e.to_string())
+            }
+        }
     };
     let (cluster, service) = match service_of(event) {
         Ok(cs) => cs,
-        Err(e) => return Evaluation { stage: Some(stage), ..Evaluation::fail(e) },
+        Err(e) => {
+            return Evaluation {
+                stage: Some(stage),
+                ..Evaluation::fail(e)
+            }
+        }
     };
     let key = format!("{cluster}/{service}");
-    let mut ev = Evaluation { stage: Some(stage.clone()), service: Some(key.clone()), ..Default::default() };
+    let mut ev = Evaluation {
+        stage: Some(stage.clone()),
+        service: Some(key.clone()),
+        ..Default::default()
+    };
     let loaded = match load_spec(&app.clients, &config.specs, &cluster, &service).await {
         Ok(s) => s,
         Err(e) => return fail_with(ev, e),
@@ -380,21 +516,43 @@ async fn evaluate_ecs(app: &App, event: &EcsHookEvent, budget: Budget) -> Evalua
     ev.spec = Some(loaded.origin.clone());
     let spec = loaded.spec;
     if !spec.runs_at(&stage, ECS_DEFAULT_STAGES) {
-        let list = spec.stages.clone().unwrap_or_else(|| ECS_DEFAULT_STAGES.iter().map(|s| s.to_string()).collect());
+        let list = spec
+            .stages
+            .clone()
+            .unwrap_or_else(|| ECS_DEFAULT_STAGES.iter().map(|s| s.to_string()).collect());
         return fail_with(ev, format!(
             "the hook was invoked at stage {stage}, but the spec runs at {}: remove the hook from {stage} or add it to the spec's stages",
             list.join(", ")
         ));
     }
-    let facts = match discovery::ecs_facts(&app.clients, &cluster, &service, event.execution_details.target_service_revision_arn.as_deref()).await {
+    let facts = match discovery::ecs_facts(
+        &app.clients,
+        &cluster,
+        &service,
+        event
+            .execution_details
+            .target_service_revision_arn
+            .as_deref(),
+    )
+    .await
+    {
         Ok(f) => f,
         Err(e) => return fail_with(ev, format!("could not read the service: {e}")),
     };
     ev.version = facts.image.as_ref().ok().cloned();
     let target = match config.overrides.get(&key) {
-        Some(o) => Target { base_url: o.base_url.clone(), headers: o.headers.clone(), origin: format!("operator override for {key}"), operator_set: true },
+        Some(o) => Target {
+            base_url: o.base_url.clone(),
+            headers: o.headers.clone(),
+            origin: format!("operator override for {key}"),
+            operator_set: true,
+        },
         None => {
-            let (route, rule) = if event.tests_production() { ("production", &facts.prod_rule) } else { ("test", &facts.test_rule) };
+            let (route, rule) = if event.tests_production() {
+                ("production", &facts.prod_rule)
+            } else {
+                ("test", &facts.test_rule)
+            };
             let Some(rule) = rule else {
                 return fail_with(ev, format!(
                     "service {key} has no {route} listener rule in loadBalancers[].advancedConfiguration; configure blue/green with a load balancer or set TARGET_OVERRIDES"
@@ -403,17 +561,38 @@ async fn evaluate_ecs(app: &App, event: &EcsHookEvent, budget: Budget) -> Evalua
             let Some(listener) = discovery::listener_of_rule(rule) else {
                 return fail_with(ev, format!("{rule} is not a listener rule ARN"));
             };
-            let (url, headers) = tokio::join!(discovery::listener_url(&app.clients, &listener), discovery::rule_headers(&app.clients, rule));
+            let (url, headers) = tokio::join!(
+                discovery::listener_url(&app.clients, &listener),
+                discovery::rule_headers(&app.clients, rule)
+            );
             match (url, headers) {
-                (Ok(url), Ok(headers)) => Target { base_url: url, headers, origin: format!("{route} listener rule {rule}"), operator_set: false },
-                (Err(e), _) | (_, Err(e)) => return fail_with(ev, format!("could not find the {route} listener: {e}")),
+                (Ok(url), Ok(headers)) => Target {
+                    base_url: url,
+                    headers,
+                    origin: format!("{route} listener rule {rule}"),
+                    operator_set: false,
+                },
+                (Err(e), _) | (_, Err(e)) => {
+                    return fail_with(ev, format!("could not find the {route} listener: {e}"))
+                }
             }
         }
     };
-    let state = event.carried_state::<ReadinessState>().unwrap_or(ReadinessState {
-        started_ms: deploy_guard::smoke::engine::now_ms(),
-        polls: 0,
-        consecutive: 0,
-    });
-    run_spec(app, config, ev, &spec, target, &facts.image, Some((state, budget))).await
+    let state = event
+        .carried_state::<ReadinessState>()
+        .unwrap_or(ReadinessState {
+            started_ms: deploy_guard::smoke::engine::now_ms(),
+            polls: 0,
+            consecutive: 0,
+        });
+    run_spec(
+        app,
+        config,
+        ev,
+        &spec,
+        target,
+        &facts.image,
+        Some((state, budget)),
+    )
+    .await
 }

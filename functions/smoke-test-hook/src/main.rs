@@ -23,7 +23,9 @@ async fn main() -> Result<(), Error> {
         tracing::error!(error = %e, "configuration error; every verdict will be Failed until it is fixed");
     }
     let sdk = deploy_guard::aws::load_sdk_config(&aws).await;
-    let s3 = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(aws.s3_path_style).build();
+    let s3 = aws_sdk_s3::config::Builder::from(&sdk)
+        .force_path_style(aws.s3_path_style)
+        .build();
     let clients = Clients {
         codedeploy: aws_sdk_codedeploy::Client::new(&sdk),
         ecs: aws_sdk_ecs::Client::new(&sdk),
@@ -32,8 +34,21 @@ async fn main() -> Result<(), Error> {
         ssm: aws_sdk_ssm::Client::new(&sdk),
         secrets: aws_sdk_secretsmanager::Client::new(&sdk),
     };
-    let engine = Engine::new(config.as_ref().map(|c| c.resolve.clone()).unwrap_or_default());
-    let app = handler::App { clients, aws, config, engine };
+    let engine = Engine::new(
+        config
+            .as_ref()
+            .map(|c| c.resolve.clone())
+            .unwrap_or_default(),
+    );
+    let app = handler::App {
+        clients,
+        aws,
+        config,
+        engine,
+    };
     let app = &app;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| handler::handle(app, event))).await
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
+        handler::handle(app, event)
+    }))
+    .await
 }

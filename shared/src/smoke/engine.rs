@@ -23,31 +23,50 @@ use crate::text::quote;
 // ---------------------------------------------------------------------------------------------
 // Where requests may go.
 
-/// Operator-mapped host names, curl `--resolve` style: `host:port:addr[,addr…]`.
+/// Operator-mapped host names, curl `--resolve` style: `host:port:addr[;addr…]`.
+///
+/// An entry applies to that host and port only. One host may be mapped for several ports, but
+/// to the same addresses (the resolver sees names, not ports).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResolveMap {
-    entries: BTreeMap<String, (u16, Vec<IpAddr>)>,
+    entries: BTreeMap<String, (Vec<u16>, Vec<IpAddr>)>,
 }
 
 impl ResolveMap {
     /// Parses entries separated by commas or whitespace; each `host:port:addr` where addr may
     /// be an IPv6 address in brackets. Several addresses for one host are separated by `;`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut entries = BTreeMap::new();
-        for item in text.split(|c: char| c == ',' || c.is_whitespace()).filter(|s| !s.is_empty()) {
+        let mut entries: BTreeMap<String, (Vec<u16>, Vec<IpAddr>)> = BTreeMap::new();
+        for item in text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+        {
             let bad = || format!("expected host:port:address, found {}", quote(item, 120));
             let (host, rest) = item.split_once(':').ok_or_else(bad)?;
             let (port, addrs) = rest.split_once(':').ok_or_else(bad)?;
             let port: u16 = port.parse().map_err(|_| bad())?;
             let addrs = addrs
                 .split(';')
-                .map(|a| a.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>())
+                .map(|a| {
+                    a.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<IpAddr>()
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|_| bad())?;
             if host.is_empty() || addrs.is_empty() {
                 return Err(bad());
             }
-            entries.insert(host.to_ascii_lowercase(), (port, addrs));
+            let entry = entries
+                .entry(host.to_ascii_lowercase())
+                .or_insert_with(|| (vec![], addrs.clone()));
+            if entry.1 != addrs {
+                return Err(format!(
+                    "{} is mapped to different addresses for different ports; map each host to one set of addresses",
+                    quote(host, 120)
+                ));
+            }
+            entry.0.push(port);
         }
         Ok(Self { entries })
     }
@@ -56,7 +75,7 @@ impl ResolveMap {
         self.entries.is_empty()
     }
 
-    fn lookup(&self, host: &str) -> Option<&(u16, Vec<IpAddr>)> {
+    fn lookup(&self, host: &str) -> Option<&(Vec<u16>, Vec<IpAddr>)> {
         self.entries.get(&host.to_ascii_lowercase())
     }
 }
@@ -72,7 +91,9 @@ pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
         }
         IpAddr::V6(v6) if v6.is_loopback() => Some("loopback"),
         IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => Some("link-local"),
-        IpAddr::V6(v6) if v6.is_unspecified() || v6.is_multicast() => Some("unspecified or multicast"),
+        IpAddr::V6(v6) if v6.is_unspecified() || v6.is_multicast() => {
+            Some("unspecified or multicast")
+        }
         IpAddr::V6(v6) => v6.to_ipv4_mapped().and_then(|v4| forbidden(IpAddr::V4(v4))),
         _ => None,
     }
@@ -89,16 +110,28 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let map = self.map.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            if let Some((port, addrs)) = map.lookup(&host) {
-                let list: Vec<SocketAddr> = addrs.iter().map(|a| SocketAddr::new(*a, *port)).collect();
+            if let Some((_, addrs)) = map.lookup(&host) {
+                // The connector sets the URL's port on these addresses.
+                let list: Vec<SocketAddr> = addrs.iter().map(|a| SocketAddr::new(*a, 0)).collect();
                 return Ok(Box::new(list.into_iter()) as reqwest::dns::Addrs);
             }
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = found.iter().copied().filter(|a| forbidden(a.ip()).is_none()).collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = found
+                .iter()
+                .copied()
+                .filter(|a| forbidden(a.ip()).is_none())
+                .collect();
             if allowed.is_empty() {
                 let why = found
                     .first()
-                    .map(|a| format!("{host} resolves to {} ({})", a.ip(), forbidden(a.ip()).unwrap_or("no address")))
+                    .map(|a| {
+                        format!(
+                            "{host} resolves to {} ({})",
+                            a.ip(),
+                            forbidden(a.ip()).unwrap_or("no address")
+                        )
+                    })
                     .unwrap_or_else(|| format!("{host} has no address"));
                 return Err(format!("refused: {why}; map the host explicitly to allow it").into());
             }
@@ -153,10 +186,20 @@ pub struct ReadinessState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum ReadinessOutcome {
-    Ready { polls: u32, elapsed_ms: u64 },
-    NotReady { polls: u32, elapsed_ms: u64, reason: String },
+    Ready {
+        polls: u32,
+        elapsed_ms: u64,
+    },
+    NotReady {
+        polls: u32,
+        elapsed_ms: u64,
+        reason: String,
+    },
     /// The invocation's budget ran out before readiness was decided.
-    Pending { state: ReadinessState, last: Option<String> },
+    Pending {
+        state: ReadinessState,
+        last: Option<String>,
+    },
 }
 
 /// Everything a run observed.
@@ -202,24 +245,33 @@ impl Engine {
     }
 
     /// Runs readiness (resuming from `resume`), then the checks and the version proof.
-    pub async fn run(&self, plan: &Plan<'_>, resume: Option<ReadinessState>, budget: &Budget) -> RunReport {
+    pub async fn run(
+        &self,
+        plan: &Plan<'_>,
+        resume: Option<ReadinessState>,
+        budget: &Budget,
+    ) -> RunReport {
         let readiness = match &plan.spec.readiness {
             Some(r) => Some(self.readiness(plan, r, resume, budget).await),
             None => None,
         };
         if let Some(outcome) = &readiness {
             if !matches!(outcome, ReadinessOutcome::Ready { .. }) {
-                return RunReport { readiness, checks: vec![] };
+                return RunReport {
+                    readiness,
+                    checks: vec![],
+                };
             }
         }
         let mut jobs: Vec<Job<'_>> = plan.spec.checks.iter().map(Job::Check).collect();
         if let Some(vp) = &plan.spec.version_proof {
             jobs.push(Job::Version(vp));
         }
-        let checks = futures::stream::iter(jobs.into_iter().map(|job| self.run_job(plan, job, budget)))
-            .buffered(plan.spec.concurrency)
-            .collect::<Vec<_>>()
-            .await;
+        let checks =
+            futures::stream::iter(jobs.into_iter().map(|job| self.run_job(plan, job, budget)))
+                .buffered(plan.spec.concurrency)
+                .collect::<Vec<_>>()
+                .await;
         RunReport { readiness, checks }
     }
 
@@ -232,8 +284,12 @@ impl Engine {
         let mut last: Option<(Option<Observed>, String)> = None;
         while attempts < retry.attempts {
             if budget.work_exhausted() {
-                let why = format!("stopped after {attempts} attempts: the invocation's time budget ran out");
-                let detail = last.map(|(_, r)| format!("{why}; last: {r}")).unwrap_or(why);
+                let why = format!(
+                    "stopped after {attempts} attempts: the invocation's time budget ran out"
+                );
+                let detail = last
+                    .map(|(_, r)| format!("{why}; last: {r}"))
+                    .unwrap_or(why);
                 last = Some((None, detail));
                 break;
             }
@@ -243,7 +299,11 @@ impl Engine {
                 (_, Err(e)) => Err(e.clone()),
                 (Job::Check(c), Ok(seen)) => {
                     let fails = evaluate(&c.expect, seen);
-                    if fails.is_empty() { Ok(()) } else { Err(fails.join("; ")) }
+                    if fails.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(fails.join("; "))
+                    }
                 }
                 (Job::Version(v), Ok(seen)) => version_ok(&v.field, plan.expected_version, seen),
             };
@@ -278,7 +338,11 @@ impl Engine {
             status: seen.as_ref().map(|s| s.status),
             latency_ms: seen.as_ref().map(|s| s.latency.as_millis() as u64),
             attempts,
-            reason: Some(if attempts > 1 { format!("{reason} (after {attempts} attempts)") } else { reason }),
+            reason: Some(if attempts > 1 {
+                format!("{reason} (after {attempts} attempts)")
+            } else {
+                reason
+            }),
         }
     }
 
@@ -289,8 +353,16 @@ impl Engine {
         resume: Option<ReadinessState>,
         budget: &Budget,
     ) -> ReadinessOutcome {
-        let mut state = resume.unwrap_or(ReadinessState { started_ms: now_ms(), polls: 0, consecutive: 0 });
-        let same_path = plan.spec.version_proof.as_ref().is_some_and(|v| v.request.path == r.request.path);
+        let mut state = resume.unwrap_or(ReadinessState {
+            started_ms: now_ms(),
+            polls: 0,
+            consecutive: 0,
+        });
+        let same_path = plan
+            .spec
+            .version_proof
+            .as_ref()
+            .is_some_and(|v| v.request.path == r.request.path);
         let mut last: Option<String> = None;
         loop {
             let elapsed = Duration::from_millis(now_ms().saturating_sub(state.started_ms));
@@ -340,7 +412,10 @@ impl Engine {
                 state.consecutive += 1;
                 if state.consecutive >= r.consecutive {
                     let elapsed = Duration::from_millis(now_ms().saturating_sub(state.started_ms));
-                    return ReadinessOutcome::Ready { polls: state.polls, elapsed_ms: elapsed.as_millis() as u64 };
+                    return ReadinessOutcome::Ready {
+                        polls: state.polls,
+                        elapsed_ms: elapsed.as_millis() as u64,
+                    };
                 }
             } else {
                 state.consecutive = 0;
@@ -354,7 +429,12 @@ impl Engine {
     }
 
     /// One request; an error names what went wrong on the way (DNS, connect, timeout, size).
-    async fn send(&self, plan: &Plan<'_>, req: &Request, budget: &Budget) -> Result<Observed, String> {
+    async fn send(
+        &self,
+        plan: &Plan<'_>,
+        req: &Request,
+        budget: &Budget,
+    ) -> Result<Observed, String> {
         let url = join(&plan.target.base_url, &req.path)?;
         self.permitted(&url, plan.target)?;
         let timeout = req.timeout.min(budget.work_left());
@@ -372,45 +452,73 @@ impl Engine {
         }
         for (name, spec) in &req.headers {
             let value = match spec {
-                HeaderValueSpec::Literal(v) => HeaderValue::from_str(v).map_err(|_| format!("header {name} has an invalid value"))?,
+                HeaderValueSpec::Literal(v) => HeaderValue::from_str(v)
+                    .map_err(|_| format!("header {name} has an invalid value"))?,
                 HeaderValueSpec::Secret(r) => {
                     let secret = plan
                         .secrets
                         .get(r)
                         .ok_or_else(|| format!("header {name}: its secret was not resolved"))?;
-                    let mut v = HeaderValue::from_str(secret.expose())
-                        .map_err(|_| format!("header {name}: the secret is not a valid header value"))?;
+                    let mut v = HeaderValue::from_str(secret.expose()).map_err(|_| {
+                        format!("header {name}: the secret is not a valid header value")
+                    })?;
                     v.set_sensitive(true);
                     v
                 }
             };
             headers.insert(name.clone(), value);
         }
-        let mut builder = self.client.request(req.method.clone(), url.clone()).headers(headers);
+        let mut builder = self
+            .client
+            .request(req.method.clone(), url.clone())
+            .headers(headers);
         if let Some(body) = &req.body {
             builder = builder.body(body.clone());
         }
         let started = Instant::now();
         let cap = req.max_body_bytes;
         let exchange = async {
-            let mut resp = builder.send().await.map_err(|e| describe_reqwest(&e, &url))?;
+            let mut resp = builder
+                .send()
+                .await
+                .map_err(|e| describe_reqwest(&e, &url))?;
             let status = resp.status().as_u16();
             let headers = resp
                 .headers()
                 .iter()
-                .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
                 .collect();
             if resp.content_length().is_some_and(|n| n > cap) {
-                return Err(format!("status {status} with a body of {} bytes, above the cap of {cap} bytes", resp.content_length().unwrap_or(0)));
+                return Err(format!(
+                    "status {status} with a body of {} bytes, above the cap of {cap} bytes",
+                    resp.content_length().unwrap_or(0)
+                ));
             }
             let mut body = Vec::new();
-            while let Some(chunk) = resp.chunk().await.map_err(|e| format!("status {status}, then reading the body failed: {}", describe_reqwest(&e, &url)))? {
+            while let Some(chunk) = resp.chunk().await.map_err(|e| {
+                format!(
+                    "status {status}, then reading the body failed: {}",
+                    describe_reqwest(&e, &url)
+                )
+            })? {
                 if body.len() as u64 + chunk.len() as u64 > cap {
-                    return Err(format!("status {status} with a body above the cap of {cap} bytes"));
+                    return Err(format!(
+                        "status {status} with a body above the cap of {cap} bytes"
+                    ));
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(Observed { status, headers, body, latency: started.elapsed() })
+            Ok(Observed {
+                status,
+                headers,
+                body,
+                latency: started.elapsed(),
+            })
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r,
@@ -428,8 +536,8 @@ impl Engine {
             Some(url::Host::Ipv4(ip)) => literal_ok(IpAddr::V4(ip), target),
             Some(url::Host::Ipv6(ip)) => literal_ok(IpAddr::V6(ip), target),
             Some(url::Host::Domain(d)) => match self.map.lookup(d) {
-                Some((mapped, _)) if *mapped != port => Err(format!(
-                    "refused: {d} is mapped for port {mapped} only, not {port}"
+                Some((ports, _)) if !ports.contains(&port) => Err(format!(
+                    "refused: {d} is mapped for port {ports:?} only, not {port}"
                 )),
                 _ => Ok(()),
             },
@@ -452,7 +560,11 @@ fn literal_ok(ip: IpAddr, target: &Target) -> Result<(), String> {
     }
 }
 
-fn version_ok(field: &VersionField, expected: Result<&str, &str>, seen: &Observed) -> Result<(), String> {
+fn version_ok(
+    field: &VersionField,
+    expected: Result<&str, &str>,
+    seen: &Observed,
+) -> Result<(), String> {
     match expected {
         Ok(v) => prove_version(field, v, seen),
         Err(why) => Err(format!("cannot prove the version: {why}")),
@@ -497,11 +609,18 @@ fn describe_reqwest(e: &reqwest::Error, url: &url::Url) -> String {
     } else {
         "failed"
     };
-    format!("{what} to {}: {}", url_for_humans(url), crate::aws::error_chain(e))
+    format!(
+        "{what} to {}: {}",
+        url_for_humans(url),
+        crate::aws::error_chain(e)
+    )
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -510,8 +629,17 @@ mod tests {
 
     #[test]
     fn resolve_entries_parse_like_curl() {
-        let m = ResolveMap::parse("app.elb.local:8080:127.0.0.1, v6.local:443:[::1];127.0.0.2").expect("ok");
-        assert_eq!(m.lookup("APP.elb.local").map(|e| e.0), Some(8080));
+        let m = ResolveMap::parse(
+            "app.elb.local:8080:127.0.0.1, app.elb.local:80:127.0.0.1 v6.local:443:[::1];127.0.0.2",
+        )
+        .expect("ok");
+        assert_eq!(
+            m.lookup("APP.elb.local").map(|e| e.0.clone()),
+            Some(vec![8080, 80])
+        );
+        assert!(ResolveMap::parse("a:1:127.0.0.1,a:2:127.0.0.2")
+            .expect_err("conflict")
+            .contains("different addresses"));
         assert_eq!(m.lookup("v6.local").map(|e| e.1.len()), Some(2));
         for bad in ["nohost", "h:x:127.0.0.1", "h:80:notanip", ":80:127.0.0.1"] {
             let e = ResolveMap::parse(bad).expect_err(bad);
@@ -521,7 +649,15 @@ mod tests {
 
     #[test]
     fn forbidden_ranges() {
-        for ip in ["127.0.0.1", "127.9.9.9", "169.254.169.254", "0.0.0.0", "::1", "fe80::1", "::ffff:127.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "169.254.169.254",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(forbidden(ip.parse().expect("ip")).is_some(), "{ip}");
         }
         for ip in ["10.0.0.1", "52.1.2.3", "2600::1"] {
@@ -532,19 +668,33 @@ mod tests {
     #[test]
     fn joining_keeps_the_target() {
         let base = url::Url::parse("http://lb.example:8080/prefix/").expect("url");
-        assert_eq!(join(&base, "/health?x=1").expect("ok").as_str(), "http://lb.example:8080/prefix/health?x=1");
+        assert_eq!(
+            join(&base, "/health?x=1").expect("ok").as_str(),
+            "http://lb.example:8080/prefix/health?x=1"
+        );
         let base = url::Url::parse("http://lb.example:8080").expect("url");
-        assert_eq!(join(&base, "/a").expect("ok").as_str(), "http://lb.example:8080/a");
+        assert_eq!(
+            join(&base, "/a").expect("ok").as_str(),
+            "http://lb.example:8080/a"
+        );
         assert!(join(&base, "@evil.example/").is_err());
     }
 
     #[test]
     fn backoff_is_capped_and_jittered() {
-        let r = Retry { attempts: 10, base_delay: Duration::from_millis(100), max_delay: Duration::from_millis(1000) };
+        let r = Retry {
+            attempts: 10,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(1000),
+        };
         for done in 1..=12 {
             let d = backoff(r, done);
-            let full = Duration::from_millis(100 * 2u64.pow(done - 1)).min(Duration::from_millis(1000));
-            assert!(d >= full / 2 && d <= full, "attempt {done}: {d:?} vs {full:?}");
+            let full =
+                Duration::from_millis(100 * 2u64.pow(done - 1)).min(Duration::from_millis(1000));
+            assert!(
+                d >= full / 2 && d <= full,
+                "attempt {done}: {d:?} vs {full:?}"
+            );
         }
     }
 }

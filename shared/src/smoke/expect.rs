@@ -39,12 +39,21 @@ pub fn evaluate(expect: &Expect, seen: &Observed) -> Vec<String> {
         let want: Vec<String> = expect
             .status
             .iter()
-            .map(|(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") })
+            .map(|(lo, hi)| {
+                if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                }
+            })
             .collect();
         let mut msg = format!("status {} (expected {})", seen.status, want.join(" or "));
         if (300..400).contains(&seen.status) {
             let to = seen.header("location").unwrap_or("nowhere");
-            msg.push_str(&format!(", a redirect to {} that is not followed", quote(to, 120)));
+            msg.push_str(&format!(
+                ", a redirect to {} that is not followed",
+                quote(to, 120)
+            ));
         }
         fails.push(msg);
     }
@@ -52,9 +61,10 @@ pub fn evaluate(expect: &Expect, seen: &Observed) -> Vec<String> {
         let got = seen.header(name);
         match (m, got) {
             (HeaderMatch::Present(true), None) => fails.push(format!("header {name} missing")),
-            (HeaderMatch::Present(false), Some(v)) => {
-                fails.push(format!("header {name} present ({}) but expected absent", quote(v, 80)))
-            }
+            (HeaderMatch::Present(false), Some(v)) => fails.push(format!(
+                "header {name} present ({}) but expected absent",
+                quote(v, 80)
+            )),
             (HeaderMatch::Present(_), _) => {}
             (HeaderMatch::Equals(want), Some(v)) if v == want => {}
             (HeaderMatch::Equals(want), v) => fails.push(format!(
@@ -118,7 +128,12 @@ pub fn prove_version(field: &VersionField, expected: &str, seen: &Observed) -> R
     let found = match field {
         VersionField::Header(h) => match seen.header(h) {
             Some(v) => v.trim().to_string(),
-            None => return Err(format!("version header {h} missing (status {})", seen.status)),
+            None => {
+                return Err(format!(
+                    "version header {h} missing (status {})",
+                    seen.status
+                ))
+            }
         },
         VersionField::JsonPointer(p) => match seen.json()?.pointer(p) {
             Some(serde_json::Value::String(s)) => s.clone(),
@@ -145,7 +160,10 @@ mod tests {
     fn observed(status: u16, headers: &[(&str, &str)], body: &str, ms: u64) -> Observed {
         Observed {
             status,
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             body: body.as_bytes().to_vec(),
             latency: Duration::from_millis(ms),
         }
@@ -159,23 +177,80 @@ mod tests {
     /// (expectation, response, words each failure reason must hold; empty = pass)
     #[test]
     fn evaluation_table() {
-        let ok = observed(200, &[("content-type", "application/json"), ("x-v", "2")], r#"{"status":"ok","n":3}"#, 20);
+        let ok = observed(
+            200,
+            &[("content-type", "application/json"), ("x-v", "2")],
+            r#"{"status":"ok","n":3}"#,
+            20,
+        );
         let cases: Vec<(&str, Observed, Vec<&str>)> = vec![
             ("{}", ok.clone(), vec![]),
-            ("{}", observed(500, &[], "", 5), vec!["status 500 (expected 200-299)"]),
-            ("{}", observed(302, &[("location", "http://127.0.0.1/x")], "", 5), vec!["302", "redirect", "127.0.0.1"]),
-            (r#"{"status": [200, 204]}"#, observed(204, &[], "", 5), vec![]),
-            (r#"{"status": {"min": 300, "max": 399}}"#, observed(301, &[], "", 5), vec![]),
-            (r#"{"headers": {"x-v": {"equals": "2"}}}"#, ok.clone(), vec![]),
-            (r#"{"headers": {"x-v": {"equals": "3"}}}"#, ok.clone(), vec!["header x-v is \"2\" (expected \"3\")"]),
-            (r#"{"headers": {"X-Missing": {"present": true}}}"#, ok.clone(), vec!["header x-missing missing"]),
-            (r#"{"headers": {"content-type": {"matches": "json$"}}}"#, ok.clone(), vec![]),
-            (r#"{"body_contains": ["ok", "nope"]}"#, ok.clone(), vec!["does not contain \"nope\""]),
+            (
+                "{}",
+                observed(500, &[], "", 5),
+                vec!["status 500 (expected 200-299)"],
+            ),
+            (
+                "{}",
+                observed(302, &[("location", "http://127.0.0.1/x")], "", 5),
+                vec!["302", "redirect", "127.0.0.1"],
+            ),
+            (
+                r#"{"status": [200, 204]}"#,
+                observed(204, &[], "", 5),
+                vec![],
+            ),
+            (
+                r#"{"status": {"min": 300, "max": 399}}"#,
+                observed(301, &[], "", 5),
+                vec![],
+            ),
+            (
+                r#"{"headers": {"x-v": {"equals": "2"}}}"#,
+                ok.clone(),
+                vec![],
+            ),
+            (
+                r#"{"headers": {"x-v": {"equals": "3"}}}"#,
+                ok.clone(),
+                vec!["header x-v is \"2\" (expected \"3\")"],
+            ),
+            (
+                r#"{"headers": {"X-Missing": {"present": true}}}"#,
+                ok.clone(),
+                vec!["header x-missing missing"],
+            ),
+            (
+                r#"{"headers": {"content-type": {"matches": "json$"}}}"#,
+                ok.clone(),
+                vec![],
+            ),
+            (
+                r#"{"body_contains": ["ok", "nope"]}"#,
+                ok.clone(),
+                vec!["does not contain \"nope\""],
+            ),
             (r#"{"body_matches": "\"n\":\\d"}"#, ok.clone(), vec![]),
-            (r#"{"json": {"/status": "ok", "/n": 3}}"#, ok.clone(), vec![]),
-            (r#"{"json": {"/n": 4}}"#, ok.clone(), vec!["JSON /n is \"3\" (expected \"4\")"]),
-            (r#"{"json": {"/x": 4}}"#, observed(200, &[], "<html>", 5), vec!["not JSON"]),
-            (r#"{"max_latency_ms": 10}"#, ok.clone(), vec!["latency 20 ms above the maximum of 10 ms"]),
+            (
+                r#"{"json": {"/status": "ok", "/n": 3}}"#,
+                ok.clone(),
+                vec![],
+            ),
+            (
+                r#"{"json": {"/n": 4}}"#,
+                ok.clone(),
+                vec!["JSON /n is \"3\" (expected \"4\")"],
+            ),
+            (
+                r#"{"json": {"/x": 4}}"#,
+                observed(200, &[], "<html>", 5),
+                vec!["not JSON"],
+            ),
+            (
+                r#"{"max_latency_ms": 10}"#,
+                ok.clone(),
+                vec!["latency 20 ms above the maximum of 10 ms"],
+            ),
         ];
         for (expect, seen, words) in cases {
             let fails = evaluate(&expect_of(expect), &seen);
@@ -194,9 +269,11 @@ mod tests {
     fn version_proof_by_header_and_json() {
         let seen = observed(200, &[("x-app-version", "v2")], r#"{"version":"v1"}"#, 1);
         assert!(prove_version(&VersionField::Header("x-app-version".into()), "v2", &seen).is_ok());
-        let e = prove_version(&VersionField::JsonPointer("/version".into()), "v2", &seen).expect_err("old");
+        let e = prove_version(&VersionField::JsonPointer("/version".into()), "v2", &seen)
+            .expect_err("old");
         assert!(e.contains("\"v1\" answered, expected \"v2\""), "{e}");
-        let e = prove_version(&VersionField::Header("x-nope".into()), "v2", &seen).expect_err("missing");
+        let e = prove_version(&VersionField::Header("x-nope".into()), "v2", &seen)
+            .expect_err("missing");
         assert!(e.contains("missing"), "{e}");
     }
 }

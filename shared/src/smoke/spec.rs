@@ -367,14 +367,21 @@ fn build(doc: Doc) -> Result<Spec, SpecError> {
     let mut names = std::collections::BTreeSet::new();
     for (i, c) in doc.checks.into_iter().enumerate() {
         let field = format!("checks[{i}]");
-        let name = c.name.clone().unwrap_or_else(|| {
-            format!("{} {}", c.method.as_deref().unwrap_or("GET"), c.path)
-        });
+        let name = c
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{} {}", c.method.as_deref().unwrap_or("GET"), c.path));
         if name.trim().is_empty() || name.len() > 100 {
-            return Err(err(&format!("{field}.name"), format!("must be 1 to 100 characters, found {}", quote(&name, 40))));
+            return Err(err(
+                &format!("{field}.name"),
+                format!("must be 1 to 100 characters, found {}", quote(&name, 40)),
+            ));
         }
         if !names.insert(name.clone()) {
-            return Err(err(&format!("{field}.name"), format!("{} is used by an earlier check", quote(&name, 100))));
+            return Err(err(
+                &format!("{field}.name"),
+                format!("{} is used by an earlier check", quote(&name, 100)),
+            ));
         }
         let body = match (c.body, c.json) {
             (Some(_), Some(_)) => {
@@ -407,15 +414,24 @@ fn build(doc: Doc) -> Result<Spec, SpecError> {
             let path = r.path.unwrap_or_else(|| "/".to_string());
             let consecutive = r.consecutive.unwrap_or(3);
             if !(1..=20).contains(&consecutive) {
-                return Err(err("readiness.consecutive", format!("must be between 1 and 20, found {consecutive}")));
+                return Err(err(
+                    "readiness.consecutive",
+                    format!("must be between 1 and 20, found {consecutive}"),
+                ));
             }
             let interval = r.interval_ms.unwrap_or(1_000);
             if !(50..=60_000).contains(&interval) {
-                return Err(err("readiness.interval_ms", format!("must be between 50 and 60000, found {interval}")));
+                return Err(err(
+                    "readiness.interval_ms",
+                    format!("must be between 50 and 60000, found {interval}"),
+                ));
             }
             let total = r.timeout_s.unwrap_or(120);
             if total == 0 || total > MAX_READINESS_S {
-                return Err(err("readiness.timeout_s", format!("must be between 1 and {MAX_READINESS_S}, found {total}")));
+                return Err(err(
+                    "readiness.timeout_s",
+                    format!("must be between 1 and {MAX_READINESS_S}, found {total}"),
+                ));
             }
             Ok(Readiness {
                 request: request_of("readiness", None, &path, r.headers, None, None, &defaults)?,
@@ -433,7 +449,10 @@ fn build(doc: Doc) -> Result<Spec, SpecError> {
             let field = match (v.header, v.json_pointer) {
                 (Some(h), None) => {
                     reqwest::header::HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
-                        err("version_proof.header", format!("{} is not a valid header name", quote(&h, 80)))
+                        err(
+                            "version_proof.header",
+                            format!("{} is not a valid header name", quote(&h, 80)),
+                        )
                     })?;
                     VersionField::Header(h.to_ascii_lowercase())
                 }
@@ -442,7 +461,10 @@ fn build(doc: Doc) -> Result<Spec, SpecError> {
                     VersionField::JsonPointer(p)
                 }
                 _ => {
-                    return Err(err("version_proof", "give exactly one of header or json_pointer"));
+                    return Err(err(
+                        "version_proof",
+                        "give exactly one of header or json_pointer",
+                    ));
                 }
             };
             let source = match v.source.as_deref() {
@@ -450,12 +472,23 @@ fn build(doc: Doc) -> Result<Spec, SpecError> {
                 Some("tag") => VersionSource::Tag,
                 Some("digest") => VersionSource::Digest,
                 Some(other) => {
-                    return Err(err("version_proof.source", format!("expected auto, tag or digest, found {}", quote(other, 40))));
+                    return Err(err(
+                        "version_proof.source",
+                        format!("expected auto, tag or digest, found {}", quote(other, 40)),
+                    ));
                 }
             };
             let path = v.path.unwrap_or_else(|| "/".to_string());
             Ok(VersionProof {
-                request: request_of("version_proof", None, &path, v.headers, None, None, &defaults)?,
+                request: request_of(
+                    "version_proof",
+                    None,
+                    &path,
+                    v.headers,
+                    None,
+                    None,
+                    &defaults,
+                )?,
                 field,
                 source,
                 retry: defaults.retry,
@@ -475,7 +508,10 @@ fn build(doc: Doc) -> Result<Spec, SpecError> {
 fn timeout_of(field: &str, v: Option<u64>, default: u64) -> Result<Duration, SpecError> {
     let ms = v.unwrap_or(default);
     if ms == 0 || ms > MAX_TIMEOUT_MS {
-        return Err(err(field, format!("must be between 1 and {MAX_TIMEOUT_MS} ms, found {ms}")));
+        return Err(err(
+            field,
+            format!("must be between 1 and {MAX_TIMEOUT_MS} ms, found {ms}"),
+        ));
     }
     Ok(Duration::from_millis(ms))
 }
@@ -484,10 +520,19 @@ fn retry_of(field: &str, r: Option<DocRetry>, base: Retry) -> Result<Retry, Spec
     let Some(r) = r else { return Ok(base) };
     let attempts = r.attempts.unwrap_or(base.attempts);
     if attempts == 0 || attempts > MAX_ATTEMPTS {
-        return Err(err(&format!("{field}.attempts"), format!("must be between 1 and {MAX_ATTEMPTS}, found {attempts}")));
+        return Err(err(
+            &format!("{field}.attempts"),
+            format!("must be between 1 and {MAX_ATTEMPTS}, found {attempts}"),
+        ));
     }
-    let base_delay = r.base_delay_ms.map(Duration::from_millis).unwrap_or(base.base_delay);
-    let max_delay = r.max_delay_ms.map(Duration::from_millis).unwrap_or(base.max_delay);
+    let base_delay = r
+        .base_delay_ms
+        .map(Duration::from_millis)
+        .unwrap_or(base.base_delay);
+    let max_delay = r
+        .max_delay_ms
+        .map(Duration::from_millis)
+        .unwrap_or(base.max_delay);
     if max_delay > Duration::from_secs(60) || base_delay > max_delay {
         return Err(err(
             field,
@@ -498,7 +543,11 @@ fn retry_of(field: &str, r: Option<DocRetry>, base: Retry) -> Result<Retry, Spec
             ),
         ));
     }
-    Ok(Retry { attempts, base_delay, max_delay })
+    Ok(Retry {
+        attempts,
+        base_delay,
+        max_delay,
+    })
 }
 
 fn check_path(field: &str, path: &str) -> Result<(), SpecError> {
@@ -512,7 +561,10 @@ fn check_path(field: &str, path: &str) -> Result<(), SpecError> {
     if path.len() > 2048 {
         return bad("must be at most 2048 characters");
     }
-    if path.chars().any(|c| c.is_control() || c.is_whitespace() || c == '#') {
+    if path
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '#')
+    {
         return bad("must not contain spaces, control characters or '#'");
     }
     Ok(())
@@ -520,25 +572,44 @@ fn check_path(field: &str, path: &str) -> Result<(), SpecError> {
 
 fn check_pointer(field: &str, p: &str) -> Result<(), SpecError> {
     if !p.is_empty() && !p.starts_with('/') {
-        return Err(err(field, format!("a JSON Pointer is empty or starts with '/', found {}", quote(p, 80))));
+        return Err(err(
+            field,
+            format!(
+                "a JSON Pointer is empty or starts with '/', found {}",
+                quote(p, 80)
+            ),
+        ));
     }
     Ok(())
 }
 
-fn check_headers(field: &str, headers: &BTreeMap<String, HeaderValueSpec>) -> Result<(), SpecError> {
+fn check_headers(
+    field: &str,
+    headers: &BTreeMap<String, HeaderValueSpec>,
+) -> Result<(), SpecError> {
     for (name, value) in headers {
-        reqwest::header::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| err(field, format!("{} is not a valid header name", quote(name, 80))))?;
+        reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            err(
+                field,
+                format!("{} is not a valid header name", quote(name, 80)),
+            )
+        })?;
         match value {
             HeaderValueSpec::Literal(v) => {
                 reqwest::header::HeaderValue::from_str(v).map_err(|_| {
-                    err(&format!("{field}.{name}"), "is not a valid header value (control characters?)")
+                    err(
+                        &format!("{field}.{name}"),
+                        "is not a valid header value (control characters?)",
+                    )
                 })?;
             }
             HeaderValueSpec::Secret(s) => match (&s.secretsmanager, &s.ssm) {
                 (Some(id), None) | (None, Some(id)) if !id.trim().is_empty() => {
                     if s.ssm.is_some() && s.json_key.is_some() {
-                        return Err(err(&format!("{field}.{name}"), "json_key applies to secretsmanager, not ssm"));
+                        return Err(err(
+                            &format!("{field}.{name}"),
+                            "json_key applies to secretsmanager, not ssm",
+                        ));
                     }
                 }
                 _ => {
@@ -571,7 +642,10 @@ fn request_of(
         _ => {
             return Err(err(
                 &format!("{field}.method"),
-                format!("expected GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS, found {}", quote(&method_text, 20)),
+                format!(
+                    "expected GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS, found {}",
+                    quote(&method_text, 20)
+                ),
             ))
         }
     };
@@ -585,8 +659,12 @@ fn request_of(
     }
     let mut out = Vec::with_capacity(merged.len() + 1);
     for (k, v) in merged {
-        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| err(&format!("{field}.headers"), format!("{} is not a valid header name", quote(&k, 80))))?;
+        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+            err(
+                &format!("{field}.headers"),
+                format!("{} is not a valid header name", quote(&k, 80)),
+            )
+        })?;
         out.push((name, v));
     }
     let body = body.map(|(bytes, content_type)| {
@@ -612,7 +690,12 @@ fn request_of(
 }
 
 fn regex(field: &str, pattern: &str) -> Result<Regex, SpecError> {
-    Regex::new(pattern).map_err(|e| err(field, format!("invalid regular expression {}: {e}", quote(pattern, 80))))
+    Regex::new(pattern).map_err(|e| {
+        err(
+            field,
+            format!("invalid regular expression {}: {e}", quote(pattern, 80)),
+        )
+    })
 }
 
 fn expect_of(field: &str, e: DocExpect) -> Result<Expect, SpecError> {
@@ -621,7 +704,10 @@ fn expect_of(field: &str, e: DocExpect) -> Result<Expect, SpecError> {
         Some(StatusSpec::Code(c)) => vec![(valid_status(field, c)?, c)],
         Some(StatusSpec::Codes(cs)) => {
             if cs.is_empty() {
-                return Err(err(&format!("{field}.status"), "an empty list accepts nothing"));
+                return Err(err(
+                    &format!("{field}.status"),
+                    "an empty list accepts nothing",
+                ));
             }
             cs.into_iter()
                 .map(|c| valid_status(field, c).map(|c| (c, c)))
@@ -629,7 +715,10 @@ fn expect_of(field: &str, e: DocExpect) -> Result<Expect, SpecError> {
         }
         Some(StatusSpec::Class(class)) => {
             let b = class.as_bytes();
-            if b.len() == 3 && (b'1'..=b'5').contains(&b[0]) && class[1..].eq_ignore_ascii_case("xx") {
+            if b.len() == 3
+                && (b'1'..=b'5').contains(&b[0])
+                && class[1..].eq_ignore_ascii_case("xx")
+            {
                 let base = u16::from(b[0] - b'0') * 100;
                 vec![(base, base + 99)]
             } else {
@@ -643,7 +732,10 @@ fn expect_of(field: &str, e: DocExpect) -> Result<Expect, SpecError> {
             valid_status(field, min)?;
             valid_status(field, max)?;
             if min > max {
-                return Err(err(&format!("{field}.status"), format!("min {min} is above max {max}")));
+                return Err(err(
+                    &format!("{field}.status"),
+                    format!("min {min} is above max {max}"),
+                ));
             }
             vec![(min, max)]
         }
@@ -667,7 +759,10 @@ fn expect_of(field: &str, e: DocExpect) -> Result<Expect, SpecError> {
         Some(OneOrMany::Many(v)) => v,
     };
     if body_contains.iter().any(String::is_empty) {
-        return Err(err(&format!("{field}.body_contains"), "an empty string matches everything"));
+        return Err(err(
+            &format!("{field}.body_contains"),
+            "an empty string matches everything",
+        ));
     }
     let body_matches = e
         .body_matches
@@ -682,14 +777,24 @@ fn expect_of(field: &str, e: DocExpect) -> Result<Expect, SpecError> {
         Some(0) => return Err(err(&format!("{field}.max_latency_ms"), "must be above 0")),
         other => other.map(Duration::from_millis),
     };
-    Ok(Expect { status, headers, body_contains, body_matches, json, max_latency })
+    Ok(Expect {
+        status,
+        headers,
+        body_contains,
+        body_matches,
+        json,
+        max_latency,
+    })
 }
 
 fn valid_status(field: &str, c: u16) -> Result<u16, SpecError> {
     if (100..=599).contains(&c) {
         Ok(c)
     } else {
-        Err(err(&format!("{field}.status"), format!("{c} is not an HTTP status (100 to 599)")))
+        Err(err(
+            &format!("{field}.status"),
+            format!("{c} is not an HTTP status (100 to 599)"),
+        ))
     }
 }
 
@@ -738,23 +843,74 @@ mod tests {
         let cases: &[(&str, &[&str])] = &[
             ("not json", &["not a valid spec document"]),
             ("{}", &["checks nothing"]),
-            (r#"{"checks": [{"path": "/", "bogus": 1}]}"#, &["unknown field", "bogus"]),
-            (r#"{"checks": [{"path": "http://evil.example/"}]}"#, &["checks[0].path", "evil.example"]),
-            (r#"{"checks": [{"path": "//evil.example/"}]}"#, &["checks[0].path", "not a URL"]),
-            (r#"{"checks": [{"path": "health"}]}"#, &["starting with '/'"]),
-            (r#"{"checks": [{"path": "/", "method": "TRACE"}]}"#, &["checks[0].method", "\"TRACE\""]),
-            (r#"{"checks": [{"path": "/", "expect": {"status": 700}}]}"#, &["700"]),
-            (r#"{"checks": [{"path": "/", "expect": {"status": "2yy"}}]}"#, &["\"2yy\""]),
-            (r#"{"checks": [{"path": "/", "expect": {"body_matches": "(["}}]}"#, &["body_matches", "\"([\""]),
-            (r#"{"checks": [{"path": "/", "expect": {"json": {"a": 1}}}]}"#, &["JSON Pointer", "\"a\""]),
-            (r#"{"checks": [{"path": "/", "retry": {"attempts": 0}}]}"#, &["attempts", "found 0"]),
-            (r#"{"concurrency": 0, "checks": [{"path": "/"}]}"#, &["concurrency"]),
-            (r#"{"checks": [{"path": "/"}, {"path": "/"}]}"#, &["checks[1].name", "earlier check"]),
-            (r#"{"checks": [{"path": "/", "headers": {"X": {"ssm": "/a", "secretsmanager": "b"}}}]}"#, &["exactly one of secretsmanager or ssm"]),
-            (r#"{"checks": [{"path": "/", "headers": {"bad header": "v"}}]}"#, &["not a valid header name"]),
-            (r#"{"version_proof": {"path": "/v"}}"#, &["exactly one of header or json_pointer"]),
-            (r#"{"readiness": {"timeout_s": 0}}"#, &["readiness.timeout_s"]),
-            (r#"{"checks": [{"path": "/", "timeout_ms": 600000}]}"#, &["timeout_ms", "600000"]),
+            (
+                r#"{"checks": [{"path": "/", "bogus": 1}]}"#,
+                &["unknown field", "bogus"],
+            ),
+            (
+                r#"{"checks": [{"path": "http://evil.example/"}]}"#,
+                &["checks[0].path", "evil.example"],
+            ),
+            (
+                r#"{"checks": [{"path": "//evil.example/"}]}"#,
+                &["checks[0].path", "not a URL"],
+            ),
+            (
+                r#"{"checks": [{"path": "health"}]}"#,
+                &["starting with '/'"],
+            ),
+            (
+                r#"{"checks": [{"path": "/", "method": "TRACE"}]}"#,
+                &["checks[0].method", "\"TRACE\""],
+            ),
+            (
+                r#"{"checks": [{"path": "/", "expect": {"status": 700}}]}"#,
+                &["700"],
+            ),
+            (
+                r#"{"checks": [{"path": "/", "expect": {"status": "2yy"}}]}"#,
+                &["\"2yy\""],
+            ),
+            (
+                r#"{"checks": [{"path": "/", "expect": {"body_matches": "(["}}]}"#,
+                &["body_matches", "\"([\""],
+            ),
+            (
+                r#"{"checks": [{"path": "/", "expect": {"json": {"a": 1}}}]}"#,
+                &["JSON Pointer", "\"a\""],
+            ),
+            (
+                r#"{"checks": [{"path": "/", "retry": {"attempts": 0}}]}"#,
+                &["attempts", "found 0"],
+            ),
+            (
+                r#"{"concurrency": 0, "checks": [{"path": "/"}]}"#,
+                &["concurrency"],
+            ),
+            (
+                r#"{"checks": [{"path": "/"}, {"path": "/"}]}"#,
+                &["checks[1].name", "earlier check"],
+            ),
+            (
+                r#"{"checks": [{"path": "/", "headers": {"X": {"ssm": "/a", "secretsmanager": "b"}}}]}"#,
+                &["exactly one of secretsmanager or ssm"],
+            ),
+            (
+                r#"{"checks": [{"path": "/", "headers": {"bad header": "v"}}]}"#,
+                &["not a valid header name"],
+            ),
+            (
+                r#"{"version_proof": {"path": "/v"}}"#,
+                &["exactly one of header or json_pointer"],
+            ),
+            (
+                r#"{"readiness": {"timeout_s": 0}}"#,
+                &["readiness.timeout_s"],
+            ),
+            (
+                r#"{"checks": [{"path": "/", "timeout_ms": 600000}]}"#,
+                &["timeout_ms", "600000"],
+            ),
         ];
         for (doc, words) in cases {
             let e = Spec::parse(doc).expect_err(doc).to_string();

@@ -16,7 +16,9 @@ pub enum Decision {
 pub fn decide(report: &RunReport) -> Decision {
     match &report.readiness {
         Some(ReadinessOutcome::NotReady { reason, .. }) => {
-            return Decision::Fail { reasons: vec![format!("readiness: {reason}")] };
+            return Decision::Fail {
+                reasons: vec![format!("readiness: {reason}")],
+            };
         }
         Some(ReadinessOutcome::Pending { state, last }) => {
             return Decision::Wait {
@@ -25,7 +27,9 @@ pub fn decide(report: &RunReport) -> Decision {
                     "readiness: {} polls, {} consecutive successes so far{}",
                     state.polls,
                     state.consecutive,
-                    last.as_deref().map(|l| format!("; last: {l}")).unwrap_or_default()
+                    last.as_deref()
+                        .map(|l| format!("; last: {l}"))
+                        .unwrap_or_default()
                 ),
             };
         }
@@ -53,25 +57,70 @@ mod tests {
     use crate::smoke::engine::CheckReport;
 
     fn check(name: &str, passed: bool, reason: Option<&str>) -> CheckReport {
-        CheckReport { name: name.into(), passed, status: Some(200), latency_ms: Some(3), attempts: 1, reason: reason.map(Into::into) }
+        CheckReport {
+            name: name.into(),
+            passed,
+            status: Some(200),
+            latency_ms: Some(3),
+            attempts: 1,
+            reason: reason.map(Into::into),
+        }
     }
 
     #[test]
     fn decision_table() {
-        let state = ReadinessState { started_ms: 1, polls: 4, consecutive: 1 };
+        let state = ReadinessState {
+            started_ms: 1,
+            polls: 4,
+            consecutive: 1,
+        };
         let cases: Vec<(RunReport, &str)> = vec![
-            (RunReport { readiness: None, checks: vec![check("a", true, None), check("b", true, None)] }, "pass:2 checks passed"),
             (
-                RunReport { readiness: Some(ReadinessOutcome::Ready { polls: 3, elapsed_ms: 40 }), checks: vec![check("a", true, None)] },
+                RunReport {
+                    readiness: None,
+                    checks: vec![check("a", true, None), check("b", true, None)],
+                },
+                "pass:2 checks passed",
+            ),
+            (
+                RunReport {
+                    readiness: Some(ReadinessOutcome::Ready {
+                        polls: 3,
+                        elapsed_ms: 40,
+                    }),
+                    checks: vec![check("a", true, None)],
+                },
                 "pass:1 checks passed; ready after 3 polls in 40 ms",
             ),
-            (RunReport { readiness: None, checks: vec![check("a", false, Some("status 500")), check("b", true, None)] }, "fail:a: status 500"),
             (
-                RunReport { readiness: Some(ReadinessOutcome::NotReady { polls: 9, elapsed_ms: 1, reason: "never".into() }), checks: vec![] },
+                RunReport {
+                    readiness: None,
+                    checks: vec![
+                        check("a", false, Some("status 500")),
+                        check("b", true, None),
+                    ],
+                },
+                "fail:a: status 500",
+            ),
+            (
+                RunReport {
+                    readiness: Some(ReadinessOutcome::NotReady {
+                        polls: 9,
+                        elapsed_ms: 1,
+                        reason: "never".into(),
+                    }),
+                    checks: vec![],
+                },
                 "fail:readiness: never",
             ),
             (
-                RunReport { readiness: Some(ReadinessOutcome::Pending { state, last: Some("503".into()) }), checks: vec![] },
+                RunReport {
+                    readiness: Some(ReadinessOutcome::Pending {
+                        state,
+                        last: Some("503".into()),
+                    }),
+                    checks: vec![],
+                },
                 "wait:readiness: 4 polls, 1 consecutive successes so far; last: 503",
             ),
         ];
@@ -87,7 +136,15 @@ mod tests {
 
     #[test]
     fn every_failed_check_is_a_reason() {
-        let r = RunReport { readiness: None, checks: vec![check("a", false, None), check("b", false, Some("x"))] };
-        assert_eq!(decide(&r), Decision::Fail { reasons: vec!["a: failed".into(), "b: x".into()] });
+        let r = RunReport {
+            readiness: None,
+            checks: vec![check("a", false, None), check("b", false, Some("x"))],
+        };
+        assert_eq!(
+            decide(&r),
+            Decision::Fail {
+                reasons: vec!["a: failed".into(), "b: x".into()]
+            }
+        );
     }
 }

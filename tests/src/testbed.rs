@@ -1,0 +1,195 @@
+//! The local AWS: `testbed/testbed.py` (moto, extended) in the project's virtualenv, started
+//! once per process on 127.0.0.1 and a free port. It exits when this process ends (its stdin
+//! closes).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+use serde_json::{json, Value};
+
+/// A handle on the running test bed.
+pub struct Testbed {
+    pub port: u16,
+    _child: Mutex<Child>,
+}
+
+/// One AWS call the test bed recorded.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Call {
+    pub seq: u64,
+    pub service: String,
+    pub operation: String,
+    pub params: Value,
+    pub status: u16,
+    pub error: Option<String>,
+}
+
+static SHARED: OnceLock<Testbed> = OnceLock::new();
+
+/// The interpreter of the project's virtualenv (`DEPLOY_GUARD_PYTHON` overrides).
+pub fn python() -> std::path::PathBuf {
+    std::env::var("DEPLOY_GUARD_PYTHON")
+        .map(Into::into)
+        .unwrap_or_else(|_| crate::repo_root().join(".venv/bin/python"))
+}
+
+impl Testbed {
+    /// The process-wide test bed, started on first use.
+    pub fn shared() -> &'static Testbed {
+        SHARED.get_or_init(Testbed::start)
+    }
+
+    fn start() -> Testbed {
+        let py = python();
+        assert!(
+            py.exists(),
+            "{} not found: run scripts/test.sh (it creates the virtualenv with the test bed's pinned packages)",
+            py.display()
+        );
+        let script = crate::repo_root().join("tests/testbed/testbed.py");
+        let mut child = Command::new(&py)
+            .arg(&script)
+            .args(["--port", "0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {}: {e}", script.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the test bed's first line");
+        let port = line
+            .trim()
+            .strip_prefix("TESTBED_READY port=")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the test bed did not start; it said {line:?}"));
+        Testbed {
+            port,
+            _child: Mutex::new(child),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A fresh client: each test has its own runtime, and a client's pool belongs to one.
+    fn client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let resp = Self::client()
+            .post(format!("{}{path}", self.url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "POST {path} {body}: {status} {v}");
+        v
+    }
+
+    /// Seeds a CodeDeploy blue/green deployment (see testbed/README.md for the fields).
+    pub async fn codedeploy_scenario(&self, body: Value) -> Value {
+        self.post("/_testbed/scenarios/codedeploy", body).await
+    }
+
+    /// Seeds an ECS-controller blue/green service deployment.
+    pub async fn ecs_scenario(&self, body: Value) -> Value {
+        self.post("/_testbed/scenarios/ecs", body).await
+    }
+
+    /// Moves a CodeDeploy deployment to `event`; returns the new hook execution id.
+    pub async fn lifecycle(&self, deployment_id: &str, event: &str) -> String {
+        let v = self
+            .post(
+                "/_testbed/codedeploy/lifecycle",
+                json!({"deploymentId": deployment_id, "lifecycleEventName": event}),
+            )
+            .await;
+        v["hookExecutionId"]
+            .as_str()
+            .expect("hookExecutionId")
+            .to_string()
+    }
+
+    /// Installs a fault (see testbed/README.md).
+    pub async fn fault(&self, body: Value) {
+        self.post("/_testbed/faults", body).await;
+    }
+
+    /// Recorded calls of one operation whose parameters contain `contains`.
+    pub async fn calls(&self, service: &str, operation: &str, contains: &str) -> Vec<Call> {
+        let resp = Self::client()
+            .get(format!("{}/_testbed/calls", self.url()))
+            .query(&[
+                ("service", service),
+                ("operation", operation),
+                ("contains", contains),
+            ])
+            .send()
+            .await
+            .expect("GET calls");
+        resp.json().await.expect("calls JSON")
+    }
+
+    /// Calls an awsJson API directly (seeding SSM parameters and secrets).
+    pub async fn aws_json(&self, target: &str, body: Value) -> Value {
+        let resp = Self::client()
+            .post(format!("{}/", self.url()))
+            .header("x-amz-target", target)
+            .header("content-type", "application/x-amz-json-1.1")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("aws json call");
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{target}: {status} {v}");
+        v
+    }
+
+    /// Stores an SSM parameter (`SecureString` when `secure`).
+    pub async fn put_parameter(&self, name: &str, value: &str, secure: bool) {
+        self.aws_json(
+            "AmazonSSM.PutParameter",
+            json!({"Name": name, "Value": value, "Type": if secure {"SecureString"} else {"String"}, "Overwrite": true}),
+        )
+        .await;
+    }
+
+    /// Creates a Secrets Manager secret.
+    pub async fn put_secret(&self, name: &str, value: &str) {
+        self.aws_json(
+            "secretsmanager.CreateSecret",
+            json!({"Name": name, "SecretString": value}),
+        )
+        .await;
+    }
+
+    /// Environment for a function binary that talks to this test bed.
+    pub fn aws_env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.url()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_DEFAULT_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            // Fast failure in tests: short timeouts, two attempts.
+            ("AWS_ATTEMPT_TIMEOUT_MS", "3000".into()),
+            ("AWS_OPERATION_TIMEOUT_MS", "8000".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
