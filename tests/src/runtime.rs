@@ -35,9 +35,12 @@ struct Pending {
     deadline_ms: u64,
 }
 
+/// `(response, error)` of one invocation.
+type Answer = (Option<Value>, Option<Value>);
+
 struct Shared {
     queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<Pending>>,
-    waiting: Mutex<HashMap<String, oneshot::Sender<(Option<Value>, Option<Value>)>>>,
+    waiting: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
     init_error: Mutex<Option<String>>,
 }
 
