@@ -102,7 +102,12 @@ pub async fn load_spec(
                     .await
                 {
                     Ok(out) => out.parameter().and_then(|p| p.value()).map(str::to_string),
-                    Err(e) if error_code(&e) == Some("ParameterNotFound") => None,
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|se| se.is_parameter_not_found()) =>
+                    {
+                        None
+                    }
                     Err(e) => {
                         return Err(format!(
                             "reading the smoke spec at {at}: {}",

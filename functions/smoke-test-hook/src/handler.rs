@@ -9,7 +9,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use aws_sdk_codedeploy::types::LifecycleEventStatus;
-use deploy_guard::aws::{describe_sdk_error, error_code, report_timeouts};
+use deploy_guard::aws::{describe_sdk_error, report_timeouts};
 use deploy_guard::budget::Budget;
 use deploy_guard::config::{AwsSettings, ConfigError};
 use deploy_guard::discovery::{self, Clients};
@@ -224,7 +224,10 @@ async fn report_codedeploy(
     match result {
         Ok(_) => Ok("delivered"),
         // At least once: a duplicate or a retry finds the first report already in. Done.
-        Err(e) if error_code(&e) == Some("LifecycleEventAlreadyCompletedException") => {
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|se| se.is_lifecycle_event_already_completed_exception()) =>
+        {
             Ok("already completed")
         }
         Err(e) => Err(describe_sdk_error(&e)),
@@ -595,4 +598,206 @@ async fn evaluate_ecs(app: &App, event: &EcsHookEvent, budget: Budget) -> Evalua
         Some((state, budget)),
     )
     .await
+}
+
+/// SDK-level fault tests for what the test bed cannot produce: a panic in the middle of the
+/// work, and SDK errors at chosen points. Unmatched SDK calls fail these tests.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_codedeploy::operation::get_deployment::GetDeploymentOutput;
+    use aws_sdk_codedeploy::operation::put_lifecycle_event_hook_execution_status::{
+        PutLifecycleEventHookExecutionStatusError, PutLifecycleEventHookExecutionStatusOutput,
+    };
+    use aws_sdk_codedeploy::types::error::LifecycleEventAlreadyCompletedException;
+    use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+    use deploy_guard::config::Env;
+
+    fn app(codedeploy: &[&Rule], ecs: &[&Rule], default_spec: Option<&str>) -> App {
+        let mut vars = vec![];
+        if let Some(s) = default_spec {
+            vars.push(("SMOKE_SPEC_DEFAULT", s));
+        }
+        let (aws, config) = crate::config::load(&Env::from_pairs(vars));
+        App {
+            clients: Clients {
+                codedeploy: mock_client!(aws_sdk_codedeploy, RuleMode::MatchAny, codedeploy),
+                ecs: mock_client!(aws_sdk_ecs, RuleMode::MatchAny, ecs),
+                elbv2: mock_client!(aws_sdk_elasticloadbalancingv2, RuleMode::MatchAny, &[]),
+                s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[]),
+                ssm: mock_client!(aws_sdk_ssm, RuleMode::MatchAny, &[]),
+                secrets: mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, &[]),
+            },
+            aws,
+            config,
+            engine: Engine::new(Default::default()),
+        }
+    }
+
+    fn event(payload: Value, budget_ms: u64) -> LambdaEvent<Value> {
+        let mut ctx = lambda_runtime::Context::default();
+        ctx.deadline = deploy_guard::smoke::engine::now_ms() + budget_ms;
+        LambdaEvent::new(payload, ctx)
+    }
+
+    fn cd_event() -> Value {
+        json!({"DeploymentId": "d-PANIC0000", "LifecycleEventHookExecutionId": "exec-1"})
+    }
+
+    fn report_rule(status: LifecycleEventStatus) -> Rule {
+        mock!(aws_sdk_codedeploy::Client::put_lifecycle_event_hook_execution_status)
+            .match_requests(move |r| {
+                r.status() == Some(&status) && r.deployment_id() == Some("d-PANIC0000")
+            })
+            .then_output(|| PutLifecycleEventHookExecutionStatusOutput::builder().build())
+    }
+
+    /// A panic while the checks' facts are gathered. It is raised inside the ECS client so the
+    /// CodeDeploy mock (whose lock a panic would poison) still takes the report.
+    #[tokio::test]
+    async fn a_panic_mid_check_is_reported_as_failed() {
+        let appspec = r#"{"Resources": [{"TargetService": {"Properties": {"TaskDefinition": "arn:aws:ecs:us-east-1:1:task-definition/web:2", "LoadBalancerInfo": {"ContainerName": "web"}}}}]}"#;
+        let get = mock!(aws_sdk_codedeploy::Client::get_deployment).then_output(move || {
+            use aws_sdk_codedeploy::types::{AppSpecContent, DeploymentInfo, RevisionLocation};
+            GetDeploymentOutput::builder()
+                .deployment_info(
+                    DeploymentInfo::builder()
+                        .application_name("app")
+                        .deployment_group_name("group")
+                        .revision(
+                            RevisionLocation::builder()
+                                .app_spec_content(
+                                    AppSpecContent::builder().content(appspec).build(),
+                                )
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        });
+        let targets = mock!(aws_sdk_codedeploy::Client::list_deployment_targets)
+            .then_output(|| aws_sdk_codedeploy::operation::list_deployment_targets::ListDeploymentTargetsOutput::builder().build());
+        let group = mock!(aws_sdk_codedeploy::Client::get_deployment_group)
+            .then_output(|| aws_sdk_codedeploy::operation::get_deployment_group::GetDeploymentGroupOutput::builder().build());
+        let task_def = mock!(aws_sdk_ecs::Client::describe_task_definition).then_compute_output(
+            |_| -> aws_sdk_ecs::operation::describe_task_definition::DescribeTaskDefinitionOutput {
+                panic!("boom in the middle of discovery")
+            },
+        );
+        let failed = report_rule(LifecycleEventStatus::Failed);
+        let app = app(
+            &[&get, &targets, &group, &failed],
+            &[&task_def],
+            Some(r#"{"checks": [{"path": "/"}]}"#),
+        );
+        let out = handle(&app, event(cd_event(), 10_000))
+            .await
+            .expect("the verdict was delivered");
+        assert_eq!(task_def.num_calls(), 1, "the panic happened");
+        assert_eq!(failed.num_calls(), 1, "exactly one Failed report");
+        assert_eq!(out["verdict"], "Failed");
+        let reason = out["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("internal error") && reason.contains("boom in the middle of discovery"),
+            "{reason}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_already_completed_answer_counts_as_done() {
+        use aws_sdk_codedeploy::operation::get_deployment::GetDeploymentError;
+        use aws_sdk_codedeploy::types::error::DeploymentDoesNotExistException;
+        let get = mock!(aws_sdk_codedeploy::Client::get_deployment).then_error(|| {
+            GetDeploymentError::DeploymentDoesNotExistException(
+                DeploymentDoesNotExistException::builder()
+                    .message("gone")
+                    .build(),
+            )
+        });
+        let done = mock!(aws_sdk_codedeploy::Client::put_lifecycle_event_hook_execution_status)
+            .then_error(|| {
+                PutLifecycleEventHookExecutionStatusError::LifecycleEventAlreadyCompletedException(
+                    LifecycleEventAlreadyCompletedException::builder()
+                        .message("already")
+                        .build(),
+                )
+            });
+        let app = app(&[&get, &done], &[], None);
+        let out = handle(&app, event(cd_event(), 10_000))
+            .await
+            .expect("already completed is done");
+        assert_eq!(done.num_calls(), 1);
+        assert_eq!(out["verdict"], "Failed");
+        assert!(
+            out["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("DeploymentDoesNotExistException"),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_configuration_error_fails_every_invocation_without_touching_aws_but_the_report() {
+        let failed = report_rule(LifecycleEventStatus::Failed);
+        let mut a = app(&[&failed], &[], None);
+        a.config = Err(ConfigError::new(
+            "SMOKE_RESOLVE",
+            "expected host:port:address, found \"x\"",
+        ));
+        let out = handle(&a, event(cd_event(), 10_000))
+            .await
+            .expect("delivered");
+        assert_eq!(failed.num_calls(), 1);
+        assert!(
+            out["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("SMOKE_RESOLVE"),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_ecs_discovery_returns_failed() {
+        let describe = mock!(aws_sdk_ecs::Client::describe_services).then_compute_output(
+            |_| -> aws_sdk_ecs::operation::describe_services::DescribeServicesOutput {
+                panic!("ecs boom")
+            },
+        );
+        let revisions = mock!(aws_sdk_ecs::Client::describe_service_revisions)
+            .then_output(|| aws_sdk_ecs::operation::describe_service_revisions::DescribeServiceRevisionsOutput::builder().build());
+        let app = app(
+            &[],
+            &[&describe, &revisions],
+            Some(r#"{"checks": [{"path": "/"}]}"#),
+        );
+        let payload = json!({"executionId": "e-1", "lifecycleStage": "POST_TEST_TRAFFIC_SHIFT",
+            "resourceArn": "arn:aws:ecs:us-east-1:123456789012:service-deployment/c/s/x",
+            "executionDetails": {"targetServiceRevisionArn": "arn:aws:ecs:us-east-1:123456789012:service-revision/c/s/1"}});
+        let out = handle(&app, event(payload, 10_000)).await.expect("a reply");
+        assert_eq!(out["hookStatus"], "FAILED");
+        assert!(
+            out["hookDetails"]["deployGuard"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("ecs boom"),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreportable_event_is_a_lambda_error_and_calls_nothing() {
+        let failed = report_rule(LifecycleEventStatus::Failed);
+        let app = app(&[&failed], &[], None);
+        let err = handle(&app, event(json!({"DeploymentId": "d-1"}), 10_000))
+            .await
+            .expect_err("no ids");
+        assert!(
+            err.to_string()
+                .contains("LifecycleEventHookExecutionId is missing"),
+            "{err}"
+        );
+        assert_eq!(failed.num_calls(), 0);
+    }
 }

@@ -27,15 +27,38 @@ fn spec() -> Value {
 async fn main() {
     let bed = Testbed::shared();
     let hook_bin = deploy_guard_tests::bin_dir().join("smoke-test-hook");
-    println!("deploy-guard demo: the smoke-test hook against a local AWS (moto, extended) on {}", bed.url());
+    println!(
+        "deploy-guard demo: the smoke-test hook against a local AWS (moto, extended) on {}",
+        bed.url()
+    );
     println!("spec used by every release below:\n  {}\n", spec());
 
     let run = format!("{}", std::process::id());
     let releases = [
-        ("CodeDeploy", "v2", Behaviour::Healthy("v2".into()), "a good release: v2 answers on the test listener"),
-        ("CodeDeploy", "v3", Behaviour::Error500, "a broken release: v3 answers 500"),
-        ("ECS", "v2", Behaviour::Healthy("v2".into()), "a good release: v2 answers on the test listener"),
-        ("ECS", "v3", Behaviour::Healthy("v2".into()), "a broken release: the old v2 tasks still answer for v3"),
+        (
+            "CodeDeploy",
+            "v2",
+            Behaviour::Healthy("v2".into()),
+            "a good release: v2 answers on the test listener",
+        ),
+        (
+            "CodeDeploy",
+            "v3",
+            Behaviour::Error500,
+            "a broken release: v3 answers 500",
+        ),
+        (
+            "ECS",
+            "v2",
+            Behaviour::Healthy("v2".into()),
+            "a good release: v2 answers on the test listener",
+        ),
+        (
+            "ECS",
+            "v3",
+            Behaviour::Healthy("v2".into()),
+            "a broken release: the old v2 tasks still answer for v3",
+        ),
     ];
     let mut failures = 0;
     for (i, (controller, version, behaviour, story)) in releases.into_iter().enumerate() {
@@ -44,22 +67,47 @@ async fn main() {
         let name = format!("demo-{run}-{i}");
         let body = json!({"name": name, "image_from": format!("{IMAGE}:v1"), "image_to": format!("{IMAGE}:{version}"),
                           "container": "web", "prod_port": prod_app.port, "test_port": test_app.port});
-        let scenario = if controller == "CodeDeploy" { bed.codedeploy_scenario(body).await } else { bed.ecs_scenario(body).await };
-        let dns = scenario["loadBalancerDns"].as_str().unwrap_or_default().to_string();
+        let scenario = if controller == "CodeDeploy" {
+            bed.codedeploy_scenario(body).await
+        } else {
+            bed.ecs_scenario(body).await
+        };
+        let dns = scenario["loadBalancerDns"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let mut env = bed.aws_env();
         env.push(("SMOKE_SPEC_DEFAULT".into(), spec().to_string()));
-        env.push(("SMOKE_RESOLVE".into(), format!("{dns}:{}:127.0.0.1,{dns}:{}:127.0.0.1", test_app.port, prod_app.port)));
+        env.push((
+            "SMOKE_RESOLVE".into(),
+            format!(
+                "{dns}:{}:127.0.0.1,{dns}:{}:127.0.0.1",
+                test_app.port, prod_app.port
+            ),
+        ));
         let hook = Function::start(&hook_bin, &env).await;
 
         println!("━━ {controller} blue/green: shop:v1 → shop:{version} ({story})");
         let verdict = if controller == "CodeDeploy" {
-            let id = scenario["deploymentId"].as_str().unwrap_or_default().to_string();
+            let id = scenario["deploymentId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let event = json!({"DeploymentId": id, "LifecycleEventHookExecutionId": scenario["hookExecutionId"]});
             println!("   CodeDeploy invokes the hook at AfterAllowTestTraffic for deployment {id}");
             hook.invoke(event, Duration::from_secs(30)).await;
-            let reports = bed.calls("codedeploy", "PutLifecycleEventHookExecutionStatus", &id).await;
-            let sent: Vec<String> = reports.iter().map(|c| c.params["status"].as_str().unwrap_or("?").to_string()).collect();
-            println!("   the test bed recorded {} report(s) to CodeDeploy: {}", reports.len(), sent.join(", "));
+            let reports = bed
+                .calls("codedeploy", "PutLifecycleEventHookExecutionStatus", &id)
+                .await;
+            let sent: Vec<String> = reports
+                .iter()
+                .map(|c| c.params["status"].as_str().unwrap_or("?").to_string())
+                .collect();
+            println!(
+                "   the test bed recorded {} report(s) to CodeDeploy: {}",
+                reports.len(),
+                sent.join(", ")
+            );
             sent.first().cloned().unwrap_or_default()
         } else {
             let target = scenario["targetServiceRevisionArn"].clone();
@@ -67,8 +115,15 @@ async fn main() {
                                "resourceArn": scenario["serviceDeploymentArn"],
                                "executionDetails": {"serviceArn": scenario["serviceArn"], "targetServiceRevisionArn": target},
                                "hookDetails": {}});
-            println!("   ECS invokes the hook at POST_TEST_TRAFFIC_SHIFT for {}", scenario["service"].as_str().unwrap_or_default());
-            let reply = hook.invoke(event, Duration::from_secs(30)).await.response.unwrap_or(Value::Null);
+            println!(
+                "   ECS invokes the hook at POST_TEST_TRAFFIC_SHIFT for {}",
+                scenario["service"].as_str().unwrap_or_default()
+            );
+            let reply = hook
+                .invoke(event, Duration::from_secs(30))
+                .await
+                .response
+                .unwrap_or(Value::Null);
             println!("   the hook returned hookStatus {}", reply["hookStatus"]);
             reply["hookStatus"].as_str().unwrap_or_default().to_string()
         };
@@ -92,8 +147,15 @@ async fn main() {
 
 fn print_outcome(out: &Value) {
     let verdict = out["verdict"].as_str().unwrap_or("?");
-    let mark = if verdict == "Succeeded" { "PASS" } else { "FAIL" };
-    println!("   [{mark}] verdict {verdict}: {}", out["reason"].as_str().unwrap_or_default());
+    let mark = if verdict == "Succeeded" {
+        "PASS"
+    } else {
+        "FAIL"
+    };
+    println!(
+        "   [{mark}] verdict {verdict}: {}",
+        out["reason"].as_str().unwrap_or_default()
+    );
     if let Some(e) = out["endpoint"].as_str() {
         println!("          tested {e}");
     }
@@ -101,7 +163,11 @@ fn print_outcome(out: &Value) {
         println!("          deploying {v}");
     }
     if let Some(r) = out["readiness"].as_object() {
-        println!("          readiness: {} after {} polls", r.get("result").and_then(Value::as_str).unwrap_or("?"), r.get("polls").unwrap_or(&Value::Null));
+        println!(
+            "          readiness: {} after {} polls",
+            r.get("result").and_then(Value::as_str).unwrap_or("?"),
+            r.get("polls").unwrap_or(&Value::Null)
+        );
     }
     for c in out["checks"].as_array().into_iter().flatten() {
         let ok = c["passed"] == true;
@@ -109,10 +175,19 @@ fn print_outcome(out: &Value) {
             "          {} {:<14} status {:<4} {:>4} ms  {} attempt(s){}",
             if ok { "ok " } else { "BAD" },
             c["name"].as_str().unwrap_or("?"),
-            c["status"].as_u64().map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-            c["latency_ms"].as_u64().map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            c["status"]
+                .as_u64()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
+            c["latency_ms"]
+                .as_u64()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
             c["attempts"],
-            c["reason"].as_str().map(|r| format!("  ← {r}")).unwrap_or_default()
+            c["reason"]
+                .as_str()
+                .map(|r| format!("  ← {r}"))
+                .unwrap_or_default()
         );
     }
 }
