@@ -410,4 +410,48 @@ mod tests {
                              "hookDetails": {"team": "payments", "deployGuard": {"reason": "waiting"}}})
         );
     }
+
+    /// Every sample event in events/smoke-test-hook classifies as its name says.
+    #[test]
+    fn sample_events_classify_as_named() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/smoke-test-hook");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("events dir") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            let text = std::fs::read_to_string(&path).expect("read");
+            let event: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let got = classify(&event);
+            match name.as_str() {
+                n if n.starts_with("codedeploy") => {
+                    assert!(matches!(got, Incoming::CodeDeploy(_)), "{n}: {got:?}")
+                }
+                n if n.starts_with("bad-ecs") => {
+                    assert!(matches!(got, Incoming::EcsInvalid { .. }), "{n}: {got:?}")
+                }
+                n if n.starts_with("bad") => {
+                    assert!(matches!(got, Incoming::Unreportable(_)), "{n}: {got:?}")
+                }
+                n if n.starts_with("ecs") => {
+                    let Incoming::Ecs(e) = got else {
+                        panic!("{n}: {got:?}")
+                    };
+                    assert_eq!(e.is_rollback(), n.contains("rollback"), "{n}");
+                    if n.contains("continuation") {
+                        let state: Option<Value> = e.carried_state();
+                        assert_eq!(state.map(|s| s["polls"].clone()), Some(json!(12)), "{n}");
+                    }
+                }
+                n => panic!("{n}: name it codedeploy-*, ecs-* or bad-*"),
+            }
+            seen += 1;
+        }
+        assert!(seen >= 5, "only {seen} sample events");
+    }
 }

@@ -636,3 +636,31 @@ async fn bad_events() {
         &["DeploymentDoesNotExist"],
     );
 }
+
+/// The bad sample events in events/smoke-test-hook: no ids means a Lambda error naming what is
+/// missing; an ECS-shaped payload is answered FAILED.
+#[tokio::test]
+async fn bad_sample_events() {
+    let hook = start_hook(Testbed::shared(), None, &[]).await;
+    let empty = invoke(&hook, sample_event("bad-empty.json")).await;
+    assert_mentions(
+        &empty.error.expect("error").to_string(),
+        &["neither a CodeDeploy hook"],
+    );
+    let missing = invoke(&hook, sample_event("bad-missing-execution-id.json")).await;
+    assert_mentions(
+        &missing.error.expect("error").to_string(),
+        &["LifecycleEventHookExecutionId is missing"],
+    );
+    let stage = invoke(&hook, sample_event("bad-ecs-unknown-stage.json"))
+        .await
+        .response
+        .expect("reply");
+    assert_eq!(stage["hookStatus"], "FAILED");
+    assert_mentions(
+        stage["hookDetails"]["deployGuard"]["reason"]
+            .as_str()
+            .unwrap_or_default(),
+        &["\"BAKE_TIME\" is not an ECS hook stage"],
+    );
+}

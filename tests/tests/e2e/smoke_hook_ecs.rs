@@ -43,21 +43,21 @@ impl Ecs {
             .to_string()
     }
 
+    /// `events/smoke-test-hook/ecs-post-test-traffic-shift.json` for this deployment at `stage`.
     fn event(&self, stage: &str) -> Value {
         let target = self.s("targetServiceRevisionArn");
         let source = self.s("sourceServiceRevisionArn");
-        json!({
-            "executionId": unique("exec"),
-            "lifecycleStage": stage,
-            "resourceArn": self.s("serviceDeploymentArn"),
-            "executionDetails": {
-                "serviceArn": self.s("serviceArn"),
-                "targetServiceRevisionArn": target,
-                "testTrafficWeights": {target.clone(): 100, source.clone(): 0},
-                "productionTrafficWeights": {source: 100, target: 0}
-            },
-            "hookDetails": {"team": "shop"}
-        })
+        let mut e = sample_event("ecs-post-test-traffic-shift.json");
+        e["executionId"] = json!(unique("exec"));
+        e["lifecycleStage"] = json!(stage);
+        e["resourceArn"] = json!(self.s("serviceDeploymentArn"));
+        e["executionDetails"] = json!({
+            "serviceArn": self.s("serviceArn"),
+            "targetServiceRevisionArn": target,
+            "testTrafficWeights": {target.clone(): 100, source.clone(): 0},
+            "productionTrafficWeights": {source: 100, target: 0}
+        });
+        e
     }
 
     fn resolve(&self) -> String {

@@ -42,6 +42,15 @@ pub fn standard_spec() -> Value {
     })
 }
 
+/// A sample event from `events/smoke-test-hook/`.
+pub fn sample_event(name: &str) -> Value {
+    let path = deploy_guard_tests::repo_root()
+        .join("events/smoke-test-hook")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// A CodeDeploy deployment of `v1` → `v2` with a test and a production app.
 pub struct CodeDeploy {
     pub bed: &'static Testbed,
@@ -80,8 +89,12 @@ impl CodeDeploy {
             .expect("deploymentId")
     }
 
+    /// `events/smoke-test-hook/codedeploy-hook.json` with this deployment's ids.
     pub fn event(&self) -> Value {
-        json!({"DeploymentId": self.id(), "LifecycleEventHookExecutionId": self.scenario["hookExecutionId"]})
+        let mut e = sample_event("codedeploy-hook.json");
+        e["DeploymentId"] = json!(self.id());
+        e["LifecycleEventHookExecutionId"] = self.scenario["hookExecutionId"].clone();
+        e
     }
 
     /// `SMOKE_RESOLVE` mapping the load balancer's name to the local apps.
