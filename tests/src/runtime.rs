@@ -200,6 +200,16 @@ impl Function {
             .collect()
     }
 
+    /// The process's peak resident set so far (`VmHWM`, KiB), read from /proc.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     /// Stops the process.
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
