@@ -175,6 +175,29 @@ impl Testbed {
         .await;
     }
 
+    /// Creates `bucket` (if needed) and stores `body` at `key` (S3, path-style).
+    pub async fn put_object(&self, bucket: &str, key: &str, body: &str) {
+        let auth = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
+        let c = Self::client();
+        let _ = c
+            .put(format!("{}/{bucket}", self.url()))
+            .header("authorization", auth)
+            .send()
+            .await;
+        let resp = c
+            .put(format!("{}/{bucket}/{key}", self.url()))
+            .header("authorization", auth)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("PutObject");
+        assert!(
+            resp.status().is_success(),
+            "PutObject {bucket}/{key}: {}",
+            resp.status()
+        );
+    }
+
     /// Environment for a function binary that talks to this test bed.
     pub fn aws_env(&self) -> Vec<(String, String)> {
         [
@@ -191,5 +214,25 @@ impl Testbed {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect()
+    }
+}
+
+/// Seeding for the alarm-rollback router (testbed/README.md, "alarm-rollback scenarios").
+impl Testbed {
+    /// Creates or updates a tagged alarm (`{name, state?, tags?, composite?, period?}`) and
+    /// sets its state; returns `{alarmName, alarmArn, state}`.
+    pub async fn alarm(&self, body: Value) -> Value {
+        self.post("/_testbed/cloudwatch/alarm", body).await
+    }
+
+    /// Sets a CodeDeploy deployment's status (`{deploymentId, status, completedMinutesAgo?}`).
+    pub async fn codedeploy_deployment(&self, body: Value) -> Value {
+        self.post("/_testbed/codedeploy/deployment", body).await
+    }
+
+    /// Sets an ECS service deployment's status (`{serviceDeploymentArn, status,
+    /// finishedMinutesAgo?}`).
+    pub async fn ecs_service_deployment(&self, body: Value) -> Value {
+        self.post("/_testbed/ecs/service-deployment", body).await
     }
 }

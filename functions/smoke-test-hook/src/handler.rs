@@ -137,7 +137,11 @@ async fn guarded<F: std::future::Future<Output = Evaluation>>(
             (budget.deadline() - budget.work_deadline()).as_millis()
         ));
     }
-    match tokio::time::timeout(budget.work_left(), AssertUnwindSafe(work).catch_unwind()).await {
+    // The work stops itself at the work deadline; this timeout is the backstop for anything that
+    // does not (an AWS call that hangs), so it leaves the engine a moment to stop first.
+    let reserve = budget.deadline() - budget.work_deadline();
+    let backstop = budget.work_left() + reserve / 4;
+    match tokio::time::timeout(backstop, AssertUnwindSafe(work).catch_unwind()).await {
         Ok(Ok(ev)) => ev,
         Ok(Err(panic)) => {
             let msg = panic
@@ -160,7 +164,7 @@ async fn guarded<F: std::future::Future<Output = Evaluation>>(
 
 async fn codedeploy(app: &App, ids: CodeDeployIds, budget: Budget) -> Result<Value, Error> {
     let started = Instant::now();
-    let ev = guarded(evaluate_codedeploy(app, &ids), &budget).await;
+    let ev = guarded(evaluate_codedeploy(app, &ids, &budget), &budget).await;
     let status = if ev.passed {
         LifecycleEventStatus::Succeeded
     } else {
@@ -234,7 +238,7 @@ async fn report_codedeploy(
     }
 }
 
-async fn evaluate_codedeploy(app: &App, ids: &CodeDeployIds) -> Evaluation {
+async fn evaluate_codedeploy(app: &App, ids: &CodeDeployIds, budget: &Budget) -> Evaluation {
     let config = match &app.config {
         Ok(c) => c,
         Err(e) => return Evaluation::fail(e.to_string()),
@@ -326,7 +330,16 @@ async fn evaluate_codedeploy(app: &App, ids: &CodeDeployIds) -> Evaluation {
             }
         }
     };
-    run_spec(app, config, ev, &spec, target, &facts.image, None).await
+    run_spec(
+        app,
+        ev,
+        &spec,
+        target,
+        &facts.image,
+        Continuation::Final,
+        budget,
+    )
+    .await
 }
 
 fn fail_with(mut ev: Evaluation, reason: String) -> Evaluation {
@@ -335,15 +348,25 @@ fn fail_with(mut ev: Evaluation, reason: String) -> Evaluation {
     ev
 }
 
+/// Whether a run may end with readiness still open.
+enum Continuation {
+    Final,
+    Resumable(Option<ReadinessState>),
+}
+
 /// Resolves secrets, runs the engine and turns the run into the evaluation.
+///
+/// With [`Continuation::Resumable`] (ECS) an open readiness phase answers IN_PROGRESS and
+/// resumes from the carried progress; with [`Continuation::Final`] (CodeDeploy) the verdict
+/// must be given now.
 async fn run_spec(
     app: &App,
-    _config: &HookConfig,
     mut ev: Evaluation,
     spec: &deploy_guard::smoke::spec::Spec,
     target: Target,
     image: &Result<ImageVersion, String>,
-    resume: Option<(ReadinessState, Budget)>,
+    continuation: Continuation,
+    budget: &Budget,
 ) -> Evaluation {
     ev.target = Some(format!("{} ({})", target.base_url, target.origin));
     let engine = match &app.engine {
@@ -369,15 +392,11 @@ async fn run_spec(
         secrets: &secrets,
         expected_version: expected.as_deref().map_err(String::as_str),
     };
-    let (state, budget) = match resume {
-        Some((s, b)) => (Some(s), b),
-        None => (
-            None,
-            Budget::from_now(Duration::from_secs(24 * 3600), Duration::ZERO),
-        ),
+    let (resume, can_continue) = match continuation {
+        Continuation::Final => (None, false),
+        Continuation::Resumable(state) => (state, true),
     };
-    // The outer `guarded` timeout bounds CodeDeploy runs; ECS runs pass their own budget.
-    let run = engine.run(&plan, state, &budget).await;
+    let run = engine.run(&plan, resume, budget).await;
     match decide(&run) {
         Decision::Pass { summary } => {
             ev.passed = true;
@@ -391,10 +410,16 @@ async fn run_spec(
             ev.passed = false;
             ev.reasons = reasons;
         }
-        Decision::Wait { state, note } => {
+        Decision::Wait { state, note } if can_continue => {
             ev.passed = false;
             ev.wait = Some(state);
             ev.reasons = vec![note];
+        }
+        Decision::Wait { note, .. } => {
+            ev.passed = false;
+            ev.reasons = vec![format!(
+                "not ready before the invocation's deadline ({note}); raise the function's timeout or lower readiness.timeout_s"
+            )];
         }
     }
     ev.run = Some(run);
@@ -581,23 +606,9 @@ async fn evaluate_ecs(app: &App, event: &EcsHookEvent, budget: Budget) -> Evalua
             }
         }
     };
-    let state = event
-        .carried_state::<ReadinessState>()
-        .unwrap_or(ReadinessState {
-            started_ms: deploy_guard::smoke::engine::now_ms(),
-            polls: 0,
-            consecutive: 0,
-        });
-    run_spec(
-        app,
-        config,
-        ev,
-        &spec,
-        target,
-        &facts.image,
-        Some((state, budget)),
-    )
-    .await
+    let resume = event.carried_state::<ReadinessState>();
+    let continuation = Continuation::Resumable(resume);
+    run_spec(app, ev, &spec, target, &facts.image, continuation, &budget).await
 }
 
 /// SDK-level fault tests for what the test bed cannot produce: a panic in the middle of the

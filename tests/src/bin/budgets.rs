@@ -17,19 +17,27 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn line(name: &str, figure: String, budget: &str, ok: bool) -> bool {
-    println!("{:<5} {name:<44} {figure:<28} budget {budget}", if ok { "PASS" } else { "FAIL" });
+    println!(
+        "{:<5} {name:<44} {figure:<28} budget {budget}",
+        if ok { "PASS" } else { "FAIL" }
+    );
     ok
 }
 
 fn sample(name: &str) -> Value {
-    let path = deploy_guard_tests::repo_root().join("events/smoke-test-hook").join(name);
+    let path = deploy_guard_tests::repo_root()
+        .join("events/smoke-test-hook")
+        .join(name);
     serde_json::from_str(&std::fs::read_to_string(path).expect("sample event")).expect("json")
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (bin, zip) = (std::path::PathBuf::from(&args[1]), std::path::PathBuf::from(&args[2]));
+    let (bin, zip) = (
+        std::path::PathBuf::from(&args[1]),
+        std::path::PathBuf::from(&args[2]),
+    );
     let runs: usize = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(30);
     let mut all = true;
 
@@ -37,7 +45,11 @@ async fn main() {
     let unzipped = std::fs::metadata(&bin).expect("bootstrap").len();
     all &= line(
         "zipped bootstrap (smoke-test-hook)",
-        format!("{:.2} MB ({:.2} MB unzipped)", zipped as f64 / 1e6, unzipped as f64 / 1e6),
+        format!(
+            "{:.2} MB ({:.2} MB unzipped)",
+            zipped as f64 / 1e6,
+            unzipped as f64 / 1e6
+        ),
         "<= 3 MB",
         zipped <= 3_000_000,
     );
@@ -51,17 +63,30 @@ async fn main() {
     let mut startup = Vec::with_capacity(runs);
     for _ in 0..runs {
         let f = Function::start(&bin, &env).await;
-        let deadline = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis() as u64 + 10_000;
-        let inv = f.invoke_at(event.clone(), deadline, Duration::from_secs(10)).await;
+        let deadline = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64
+            + 10_000;
+        let inv = f
+            .invoke_at(event.clone(), deadline, Duration::from_secs(10))
+            .await;
         let handled = f.spawned.elapsed();
-        assert_eq!(inv.response.as_ref().map(|r| r["hookStatus"].clone()), Some(json!("SUCCEEDED")), "{inv:?}");
+        assert_eq!(
+            inv.response.as_ref().map(|r| r["hookStatus"].clone()),
+            Some(json!("SUCCEEDED")),
+            "{inv:?}"
+        );
         startup.push(handled.as_secs_f64() * 1000.0);
         f.stop().await;
     }
     let m = median(startup.clone());
     all &= line(
         "spawn -> first invocation handled (median)",
-        format!("{m:.2} ms over {runs} runs (min {:.2})", startup.iter().cloned().fold(f64::MAX, f64::min)),
+        format!(
+            "{m:.2} ms over {runs} runs (min {:.2})",
+            startup.iter().cloned().fold(f64::MAX, f64::min)
+        ),
         "<= 10 ms",
         m <= 10.0,
     );
@@ -71,15 +96,22 @@ async fn main() {
     let prod = SampleApp::start(Behaviour::Healthy("v1".into())).await;
     let name = format!("budget-{}", std::process::id());
     let sc = bed
-        .codedeploy_scenario(json!({"name": name, "image_from": "repo/shop:v1", "image_to": "repo/shop:v2",
-                                     "prod_port": prod.port, "test_port": app.port}))
+        .codedeploy_scenario(
+            json!({"name": name, "image_from": "repo/shop:v1", "image_to": "repo/shop:v2",
+                                     "prod_port": prod.port, "test_port": app.port}),
+        )
         .await;
-    let checks: Vec<Value> = (0..10).map(|i| json!({"name": format!("check {i}"), "path": format!("/page/{i}")})).collect();
+    let checks: Vec<Value> = (0..10)
+        .map(|i| json!({"name": format!("check {i}"), "path": format!("/page/{i}")}))
+        .collect();
     let spec = json!({"concurrency": 4, "checks": checks});
     let dns = sc["loadBalancerDns"].as_str().unwrap_or_default();
     let mut env = bed.aws_env();
     env.push(("SMOKE_SPEC_DEFAULT".into(), spec.to_string()));
-    env.push(("SMOKE_RESOLVE".into(), format!("{dns}:{}:127.0.0.1,{dns}:{}:127.0.0.1", app.port, prod.port)));
+    env.push((
+        "SMOKE_RESOLVE".into(),
+        format!("{dns}:{}:127.0.0.1,{dns}:{}:127.0.0.1", app.port, prod.port),
+    ));
     let f = Function::start(&bin, &env).await;
     let started = Instant::now();
     let inv = f
@@ -87,11 +119,19 @@ async fn main() {
         .await;
     let took = started.elapsed();
     let rss = f.peak_rss_kib().unwrap_or(u64::MAX);
-    let verdict = inv.response.as_ref().map(|r| r["verdict"].clone()).unwrap_or_default();
+    let verdict = inv
+        .response
+        .as_ref()
+        .map(|r| r["verdict"].clone())
+        .unwrap_or_default();
     assert_eq!(verdict, json!("Succeeded"), "{inv:?}");
     all &= line(
         "peak RSS, one invocation with ten checks",
-        format!("{:.1} MiB (verdict in {} ms)", rss as f64 / 1024.0, took.as_millis()),
+        format!(
+            "{:.1} MiB (verdict in {} ms)",
+            rss as f64 / 1024.0,
+            took.as_millis()
+        ),
         "<= 16 MiB",
         rss <= 16 * 1024,
     );

@@ -664,3 +664,83 @@ async fn bad_sample_events() {
         &["\"BAKE_TIME\" is not an ECS hook stage"],
     );
 }
+
+#[tokio::test]
+async fn spec_from_s3_with_an_ssm_securestring_header() {
+    let cd = CodeDeploy::new("s3spec", healthy("v2"), healthy("v1"), TEST_EVENT).await;
+    let bucket = unique("specs").to_lowercase();
+    let token = unique("ssm-token");
+    let param = format!("/{}/api-key", unique("secure"));
+    cd.bed.put_parameter(&param, &token, true).await;
+    let spec = json!({"checks": [{"name": "keyed", "path": "/", "headers": {"x-api-key": {"ssm": param}}}]});
+    let app = cd.scenario["application"].as_str().expect("app");
+    let group = cd.scenario["deploymentGroup"].as_str().expect("group");
+    cd.bed
+        .put_object(
+            &bucket,
+            &format!("smoke/{app}/{group}.json"),
+            &spec.to_string(),
+        )
+        .await;
+    let hook = cd
+        .hook(&[("SMOKE_SPEC_LOCATION", format!("s3://{bucket}/smoke"))])
+        .await;
+    invoke(&hook, cd.event()).await;
+    assert_eq!(cd.single_report().await, "Succeeded");
+    let out = single_outcome(&hook);
+    assert_eq!(
+        out["spec"],
+        format!("s3://{bucket}/smoke/{app}/{group}.json")
+    );
+    let key = cd.test_app.seen()[0]
+        .headers
+        .iter()
+        .find(|(k, _)| k == "x-api-key")
+        .map(|(_, v)| v.clone());
+    assert_eq!(key, Some(token.clone()));
+    assert!(
+        !hook.logs().join("\n").contains(&token),
+        "the SecureString value leaked into the logs"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_spec_without_default_fails_naming_where_it_looked() {
+    let cd = CodeDeploy::new("nospec", healthy("v2"), healthy("v1"), TEST_EVENT).await;
+    let prefix = format!("/{}", unique("empty"));
+    let mut env = cd.bed.aws_env();
+    env.push(("SMOKE_RESOLVE".into(), cd.resolve()));
+    env.push(("SMOKE_SPEC_LOCATION".into(), format!("ssm:{prefix}")));
+    let hook = Function::start(&hook_binary(), &env).await;
+    invoke(&hook, cd.event()).await;
+    assert_eq!(cd.single_report().await, "Failed");
+    assert_mentions(
+        &reason(&single_outcome(&hook)),
+        &[
+            "no smoke spec",
+            &format!("ssm:{prefix}/"),
+            "SMOKE_SPEC_DEFAULT",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn readiness_longer_than_a_codedeploy_invocation_fails_before_the_deadline() {
+    let cd = CodeDeploy::new("slowready", Behaviour::Error500, healthy("v1"), TEST_EVENT).await;
+    let spec = json!({"readiness": {"path": "/health", "consecutive": 1, "interval_ms": 200, "timeout_s": 600}});
+    let hook = cd.hook(&[("SMOKE_SPEC_DEFAULT", spec.to_string())]).await;
+    let budget = Duration::from_secs(4);
+    let inv = hook.invoke(cd.event(), budget).await;
+    assert!(
+        inv.elapsed < budget,
+        "answered after the deadline: {:?}",
+        inv.elapsed
+    );
+    assert_eq!(cd.single_report().await, "Failed");
+    let out = single_outcome(&hook);
+    assert_eq!(out["verdict"], "Failed");
+    assert_mentions(
+        &reason(&out),
+        &["not ready before the invocation's deadline", "status 500"],
+    );
+}
