@@ -19,6 +19,7 @@ use crate::config::AwsSettings;
 /// from `settings`.
 pub async fn load_sdk_config(settings: &AwsSettings) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client())
         .timeout_config(timeouts(settings))
         .retry_config(
             RetryConfig::standard()
@@ -28,6 +29,38 @@ pub async fn load_sdk_config(settings: &AwsSettings) -> SdkConfig {
         )
         .load()
         .await
+}
+
+/// The SDK's HTTPS client, trusting the compiled-in Mozilla roots. The default client reads and
+/// parses the whole system certificate store when the first SDK client is built, which was
+/// most of the cold start (performance.md); AWS endpoints chain to these roots.
+fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    let trust = tls::TrustStore::empty()
+        .with_native_roots(false)
+        .with_pem_certificate(roots_pem().into_bytes());
+    let context = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .unwrap_or_default();
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .tls_context(context)
+        .build_https()
+}
+
+/// The compiled-in roots as one PEM bundle (the SDK's trust store takes PEM).
+fn roots_pem() -> String {
+    let roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS;
+    let mut pem = String::with_capacity(roots.len() * 2048);
+    for der in roots {
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        pem.push_str(&aws_smithy_types::base64::encode(der.as_ref()));
+        pem.push_str("\n-----END CERTIFICATE-----\n");
+    }
+    pem
 }
 
 fn timeouts(settings: &AwsSettings) -> TimeoutConfig {
@@ -99,4 +132,24 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         src = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    #[test]
+    fn the_roots_bundle_holds_every_compiled_in_root() {
+        let pem = roots_pem();
+        let certs: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("valid PEM");
+        assert_eq!(certs.len(), webpki_root_certs::TLS_SERVER_ROOT_CERTS.len());
+        assert!(certs.len() > 100, "{} roots", certs.len());
+        let mut store = rustls::RootCertStore::empty();
+        let (added, ignored) = store.add_parsable_certificates(certs);
+        assert_eq!((added > 100, ignored), (true, 0));
+    }
 }

@@ -78,7 +78,17 @@ impl Testbed {
 
     /// A fresh client: each test has its own runtime, and a client's pool belongs to one.
     fn client() -> reqwest::Client {
+        // The workspace's reqwest has no built-in crypto provider (the functions configure
+        // their own); the harness only speaks plain HTTP to 127.0.0.1, so no roots are needed.
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
         reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .no_proxy()
             .build()
             .expect("client")

@@ -232,7 +232,20 @@ pub struct Plan<'a> {
 impl Engine {
     pub fn new(map: ResolveMap) -> Result<Self, String> {
         let map = Arc::new(map);
+        // Compiled-in Mozilla roots: reading and parsing the system store at start-up costs
+        // more than the rest of the cold start (performance.md).
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("could not configure TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(GuardedResolver { map: map.clone() }))
             .user_agent(concat!("deploy-guard-smoke/", env!("CARGO_PKG_VERSION")))
