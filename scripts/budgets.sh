@@ -22,6 +22,6 @@ with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
     with open(src, "rb") as f:
         z.writestr(info, f.read(), compresslevel=9)
 PY
-cargo build --locked --quiet -p deploy-guard-tests --bin budgets
+cargo build --workspace --bins --locked --quiet
 echo "machine: $(nproc) cores, $(uname -m), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-exec target/debug/budgets "$bootstrap" "$zip" "${1:-30}"
+exec "${CARGO_TARGET_DIR:-target}/debug/budgets" "$bootstrap" "$zip" "${1:-30}"
