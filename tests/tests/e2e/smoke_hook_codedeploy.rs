@@ -275,10 +275,17 @@ async fn connection_refused_fails() {
     };
     let dns = cd.scenario["loadBalancerDns"].as_str().expect("dns");
     let spec = json!({"checks": [{"path": "/", "retry": {"attempts": 1}}]});
-    let hook = start_hook(cd.bed, Some(format!("{dns}:{}:127.0.0.1", cd.test_app.port)), &[
-        ("SMOKE_SPEC_DEFAULT", spec.to_string()),
-        ("TARGET_OVERRIDES", json!({format!("{}/{}", cd.scenario["application"].as_str().unwrap_or(""), cd.scenario["deploymentGroup"].as_str().unwrap_or("")): format!("http://127.0.0.1:{closed}")}).to_string()),
-    ])
+    let hook = start_hook(
+        cd.bed,
+        Some(format!("{dns}:{}:127.0.0.1", cd.test_app.port)),
+        &[
+            ("SMOKE_SPEC_DEFAULT", spec.to_string()),
+            (
+                "TARGET_OVERRIDES",
+                json!({cd.group_key(): format!("http://127.0.0.1:{closed}")}).to_string(),
+            ),
+        ],
+    )
     .await;
     invoke(&hook, cd.event()).await;
     assert_eq!(cd.single_report().await, "Failed");
@@ -293,11 +300,7 @@ async fn connection_refused_fails() {
 #[tokio::test]
 async fn a_name_resolving_to_loopback_is_refused_unless_mapped() {
     let cd = CodeDeploy::new("loopback", healthy("v2"), healthy("v1"), TEST_EVENT).await;
-    let key = format!(
-        "{}/{}",
-        cd.scenario["application"].as_str().unwrap_or(""),
-        cd.scenario["deploymentGroup"].as_str().unwrap_or("")
-    );
+    let key = cd.group_key();
     let spec = json!({"checks": [{"path": "/", "retry": {"attempts": 1}}]});
     let hook = start_hook(
         cd.bed,
@@ -320,11 +323,7 @@ async fn a_name_resolving_to_loopback_is_refused_unless_mapped() {
 #[tokio::test]
 async fn a_dns_failure_fails() {
     let cd = CodeDeploy::new("dns", healthy("v2"), healthy("v1"), TEST_EVENT).await;
-    let key = format!(
-        "{}/{}",
-        cd.scenario["application"].as_str().unwrap_or(""),
-        cd.scenario["deploymentGroup"].as_str().unwrap_or("")
-    );
+    let key = cd.group_key();
     let spec = json!({"checks": [{"path": "/", "timeout_ms": 3000, "retry": {"attempts": 1}}]});
     let hook = start_hook(
         cd.bed,

@@ -97,6 +97,12 @@ impl CodeDeploy {
         e
     }
 
+    /// `application/deploymentGroup`: the key of `TARGET_OVERRIDES` and of spec locations.
+    pub fn group_key(&self) -> String {
+        let field = |k: &str| self.scenario[k].as_str().unwrap_or_default().to_string();
+        format!("{}/{}", field("application"), field("deploymentGroup"))
+    }
+
     /// `SMOKE_RESOLVE` mapping the load balancer's name to the local apps.
     pub fn resolve(&self) -> String {
         let dns = self.scenario["loadBalancerDns"].as_str().expect("dns");
