@@ -13,14 +13,13 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 /// Crates whose DEBUG/TRACE output may carry raw events, headers or bodies.
+/// `aws` covers every crate of the SDK (`aws_sdk_*`, `aws_smithy_*`, `aws_config`,
+/// `aws_runtime`, `aws_credential_types`, and `aws_sigv4`, which prints the access key id of the
+/// signing credentials at TRACE).
 const CLAMPED: &[&str] = &[
     "lambda_runtime",
     "lambda_runtime_api_client",
-    "aws_smithy",
-    "aws_sdk",
-    "aws_config",
-    "aws_runtime",
-    "aws_credential_types",
+    "aws",
     "hyper",
     "hyper_util",
     "h2",
@@ -86,6 +85,8 @@ mod tests {
             "lambda_runtime_api_client",
             "aws_smithy_runtime::client::orchestrator",
             "aws_sdk_codedeploy::operation",
+            "aws_sigv4::http_request::sign",
+            "aws_credential_types::provider",
             "hyper_util::client",
             "reqwest::connect",
         ] {
