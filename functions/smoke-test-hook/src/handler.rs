@@ -369,6 +369,13 @@ async fn run_spec(
     budget: &Budget,
 ) -> Evaluation {
     ev.target = Some(format!("{} ({})", target.base_url, target.origin));
+    tracing::debug!(
+        endpoint = %target.base_url,
+        origin = %target.origin,
+        checks = spec.checks.len(),
+        secret_headers = spec.secret_refs().len(),
+        "running the smoke spec"
+    );
     let engine = match &app.engine {
         Ok(e) => e,
         Err(e) => return fail_with(ev, e.clone()),
