@@ -128,6 +128,24 @@ pub struct AwsSettings {
     pub s3_path_style: bool,
 }
 
+/// Reads the SDK settings and a function's own configuration (`own`). A function still starts
+/// when either is wrong, and reports the error on every invocation: the SDK then runs on its
+/// defaults, and the error is the configuration's result.
+pub fn load<T>(
+    env: &Env,
+    own: impl FnOnce(&Env) -> Result<T, ConfigError>,
+) -> (AwsSettings, Result<T, ConfigError>) {
+    let config = own(env);
+    match AwsSettings::from_env(env) {
+        Ok(aws) => (aws, config),
+        Err(e) => {
+            let defaults = AwsSettings::from_env(&Env::from_pairs([]))
+                .unwrap_or_else(|_| unreachable!("defaults are valid"));
+            (defaults, Err(e))
+        }
+    }
+}
+
 impl AwsSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let s = Self {

@@ -10,11 +10,13 @@
 //! - [`discovery`]: finding the listener under test and the version deployed, from AWS state.
 //! - [`specs`]: loading a service's smoke spec and its secrets from SSM, S3 or the default.
 
+pub mod alarms;
 pub mod aws;
 pub mod budget;
 pub mod config;
 pub mod discovery;
 pub mod hooks;
+pub mod pipeline;
 pub mod secret;
 pub mod smoke;
 pub mod specs;

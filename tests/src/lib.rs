@@ -9,6 +9,7 @@
 //! it: the app and the emulator are tasks of the caller's runtime, the test bed exits when the
 //! process that started it closes its stdin.
 
+pub mod demos;
 pub mod runtime;
 pub mod sample_app;
 pub mod testbed;

@@ -246,3 +246,59 @@ impl Testbed {
         self.post("/_testbed/ecs/service-deployment", body).await
     }
 }
+
+/// Seeding and reading for the CodePipeline actions (image gate, bake timer).
+impl Testbed {
+    /// Stores an input artifact at `bucket`/`key`: a zip of `files` (name → text or JSON),
+    /// SSE-KMS encrypted when `kms`. Returns `{bucket, key, size, kmsKeyId}`.
+    pub async fn pipeline_artifact(
+        &self,
+        bucket: &str,
+        key: &str,
+        files: Value,
+        kms: bool,
+    ) -> Value {
+        self.post(
+            "/_testbed/codepipeline/artifact",
+            json!({"bucket": bucket, "key": key, "files": files, "kms": kms}),
+        )
+        .await
+    }
+
+    /// Stores raw bytes (base64) as an input artifact: a damaged or non-zip artifact.
+    pub async fn pipeline_artifact_raw(&self, bucket: &str, key: &str, base64: &str) -> Value {
+        self.post(
+            "/_testbed/codepipeline/artifact",
+            json!({"bucket": bucket, "key": key, "raw_base64": base64}),
+        )
+        .await
+    }
+
+    /// Pushes an image to ECR (`{repository, tags, mutability?, pushed_days_ago?, scan?}`);
+    /// returns `{repository, registryId, digest, repositoryUri, tags}`.
+    pub async fn ecr_image(&self, body: Value) -> Value {
+        self.post("/_testbed/ecr/image", body).await
+    }
+
+    /// Sets an alarm's state (a StateUpdate history entry), unrecorded.
+    pub async fn alarm_state(&self, name: &str, state: &str) -> Value {
+        self.post(
+            "/_testbed/cloudwatch/alarm-state",
+            json!({"name": name, "state": state, "reason": format!("testbed set {state}")}),
+        )
+        .await
+    }
+
+    /// Every `PutJobSuccessResult` / `PutJobFailureResult` recorded for `job_id`.
+    pub async fn job_reports(&self, job_id: &str) -> Vec<Call> {
+        let mut calls = self
+            .calls("codepipeline", "PutJobSuccessResult", job_id)
+            .await;
+        calls.extend(
+            self.calls("codepipeline", "PutJobFailureResult", job_id)
+                .await,
+        );
+        calls.sort_by_key(|c| c.seq);
+        calls
+    }
+}

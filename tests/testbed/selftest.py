@@ -560,6 +560,91 @@ def main() -> int:
             thread.join(30)
         assert not errors, errors
 
+    @check("alarm-rollback seeding: tagged alarms, deployment status, time-ranged ListDeployments, ECS rolling")
+    def _() -> None:
+        alarm = tb.route("POST", "/_testbed/cloudwatch/alarm", {"name": "rb-5xx", "period": 86400,
+                                                               "tags": {"deploy-guard:ecs-cluster": "c"}})
+        assert alarm["state"] == "ALARM" and alarm["alarmArn"].endswith(":alarm:rb-5xx"), alarm
+        status, _, out = tb.cbor("ListTagsForResource", {"ResourceARN": alarm["alarmArn"]})
+        assert status == 200 and out["Tags"] == [{"Key": "deploy-guard:ecs-cluster", "Value": "c"}], out
+        assert tb.route("POST", "/_testbed/cloudwatch/alarm", {"name": "rb-5xx", "state": "OK"})["state"] == "OK"
+        composite = tb.route("POST", "/_testbed/cloudwatch/alarm", {"name": "rb-any", "composite": True})
+        status, _, out = tb.cbor("DescribeAlarms", {"AlarmNames": ["rb-any"], "AlarmTypes": ["CompositeAlarm"]})
+        assert out["CompositeAlarms"][0]["StateValue"] == "ALARM", (composite, out)
+        assert not tb.calls(operation="PutMetricAlarm", contains="rb-5xx"), "seeding is not recorded"
+
+        s = tb.route("POST", "/_testbed/scenarios/codedeploy", {"name": "rb-cd", "prod_port": 18130, "test_port": 18131,
+                                                                "previous_deployment": True})
+        previous = cd.get_deployment(deploymentId=s["previousDeploymentId"])["deploymentInfo"]
+        assert previous["status"] == "Succeeded" and "completeTime" in previous, previous
+        done = tb.route("POST", "/_testbed/codedeploy/deployment", {"deploymentId": s["deploymentId"],
+                                                                    "status": "Succeeded", "completedMinutesAgo": 5})
+        assert done["status"] == "Succeeded", done
+        info = cd.get_deployment(deploymentId=s["deploymentId"])["deploymentInfo"]
+        age = dt.datetime.now(dt.timezone.utc) - info["completeTime"]
+        assert dt.timedelta(minutes=4) < age < dt.timedelta(minutes=6), age
+        listed = cd.list_deployments(applicationName=s["application"], deploymentGroupName=s["deploymentGroup"],
+                                     createTimeRange={"start": dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)})
+        assert listed["deployments"] == [s["deploymentId"]], listed
+        status, _, _ = tb.http("POST", "/_testbed/codedeploy/deployment", {"deploymentId": s["deploymentId"], "status": "Bad"})
+        assert status == 400
+
+        e = tb.route("POST", "/_testbed/scenarios/ecs", {"name": "rb-ecs", "prod_port": 18140, "test_port": 18141,
+                                                        "strategy": "ROLLING", "deployment_status": "SUCCESSFUL"})
+        svc = ecs.describe_services(cluster=e["cluster"], services=[e["service"]])["services"][0]
+        assert svc["deploymentConfiguration"]["strategy"] == "ROLLING", svc["deploymentConfiguration"]
+        assert "advancedConfiguration" not in svc["loadBalancers"][0], svc["loadBalancers"]
+        out = tb.route("POST", "/_testbed/ecs/service-deployment", {"serviceDeploymentArn": e["serviceDeploymentArn"],
+                                                                    "status": "SUCCESSFUL", "finishedMinutesAgo": 50})
+        d = ecs.describe_service_deployments(serviceDeploymentArns=[e["serviceDeploymentArn"]])["serviceDeployments"][0]
+        age = dt.datetime.now(dt.timezone.utc) - d["finishedAt"]
+        assert dt.timedelta(minutes=49) < age < dt.timedelta(minutes=51), (out, age)
+
+    @check("pipeline actions seeding: SSE-KMS zip artifacts read with the job's key, ECR images and scans, alarm states")
+    def _() -> None:
+        import io
+        import zipfile
+        art = tb.route("POST", "/_testbed/codepipeline/artifact", {
+            "bucket": "pipe-arts", "key": "in/a.zip", "files": {"imageDetail.json": {"ImageURI": "x"}}, "kms": True})
+        assert art["kmsKeyId"] and art["size"] > 0, art
+        s3 = boto3.session.Session().client(
+            "s3", endpoint_url=tb.url, region_name="us-east-1", aws_access_key_id="JOBKEY", aws_secret_access_key="s",
+            config=botocore.config.Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}))
+        obj = s3.get_object(Bucket="pipe-arts", Key="in/a.zip")
+        assert obj["ServerSideEncryption"] == "aws:kms"
+        assert zipfile.ZipFile(io.BytesIO(obj["Body"].read())).namelist() == ["imageDetail.json"]
+        reads = tb.calls(service="s3", operation="GetObject", contains="pipe-arts")
+        assert reads[-1]["params"]["accessKeyId"] == "JOBKEY", reads
+        raw = tb.route("POST", "/_testbed/codepipeline/artifact", {"bucket": "pipe-arts", "key": "junk", "raw_base64": "eA=="})
+        assert raw["size"] == 1
+        ecr = tb.client("ecr")
+        img = tb.route("POST", "/_testbed/ecr/image", {
+            "repository": "gate", "tags": ["1.0.0", "latest"], "pushed_days_ago": 3,
+            "scan": {"status": "COMPLETE", "findings": [{"name": "CVE-1", "severity": "CRITICAL"}]}})
+        detail = ecr.describe_images(repositoryName="gate", imageIds=[{"imageTag": "latest"}])["imageDetails"][0]
+        assert detail["imageDigest"] == img["digest"] and sorted(detail["imageTags"]) == ["1.0.0", "latest"]
+        assert (dt.datetime.now(dt.timezone.utc) - detail["imagePushedAt"]).days == 3
+        assert ecr.describe_repositories(repositoryNames=["gate"])["repositories"][0]["imageTagMutability"] == "IMMUTABLE"
+        scan = ecr.describe_image_scan_findings(repositoryName="gate", imageId={"imageDigest": img["digest"]})
+        assert scan["imageScanStatus"]["status"] == "COMPLETE"
+        assert scan["imageScanFindings"]["findingSeverityCounts"] == {"CRITICAL": 1}, scan
+        tb.route("POST", "/_testbed/ecr/image", {"repository": "gate", "tags": ["2.0.0"], "scan": None})
+        expect_error("ScanNotFoundException", lambda: ecr.describe_image_scan_findings(
+            repositoryName="gate", imageId={"imageTag": "2.0.0"}))
+        tb.route("POST", "/_testbed/ecr/image", {"repository": "gate", "tags": ["3.0.0"], "scan": {"status": "IN_PROGRESS"}})
+        pending = ecr.describe_image_scan_findings(repositoryName="gate", imageId={"imageTag": "3.0.0"})
+        assert pending["imageScanStatus"]["status"] == "IN_PROGRESS" and "imageScanFindings" not in pending
+        status, _, _ = tb.cbor("PutMetricAlarm", {
+            "AlarmName": "bake-5xx", "Namespace": "AWS/ApplicationELB", "MetricName": "HTTPCode_Target_5XX_Count",
+            "Statistic": "Sum", "Period": 60, "EvaluationPeriods": 1, "Threshold": 5.0,
+            "ComparisonOperator": "GreaterThanThreshold"})
+        assert status == 200
+        for state in ("ALARM", "OK"):
+            assert tb.route("POST", "/_testbed/cloudwatch/alarm-state", {"name": "bake-5xx", "state": state})["state"] == state
+        _, _, out = tb.cbor("DescribeAlarmHistory", {"AlarmName": "bake-5xx", "HistoryItemType": "StateUpdate"})
+        assert [json.loads(i["HistoryData"])["newState"]["stateValue"] for i in out["AlarmHistoryItems"]] == ["OK", "ALARM"]
+        assert not tb.calls(operation="SetAlarmState", contains="bake-5xx"), "seeding is not recorded"
+
     @check("exits when stdin closes")
     def _() -> None:
         tb.proc.stdin.close()

@@ -55,6 +55,8 @@ Routes (all JSON; request and response shapes in tests/testbed/README.md):
   DELETE /_testbed/faults
   POST   /_testbed/scenarios/codedeploy   POST /_testbed/codedeploy/lifecycle
   POST   /_testbed/scenarios/ecs          POST /_testbed/ecs/service-deployment
+  POST   /_testbed/codedeploy/deployment  POST /_testbed/cloudwatch/alarm
+  POST   /_testbed/codepipeline/artifact  POST /_testbed/ecr/image  POST /_testbed/cloudwatch/alarm-state
   POST   /_testbed/reset
   GET    /_testbed/health
 """
@@ -77,6 +79,7 @@ import sys
 import threading
 import traceback
 import uuid
+import zipfile
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
@@ -94,7 +97,7 @@ import botocore.session  # noqa: E402
 import cbor2  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
-from moto.cloudwatch.models import CloudWatchBackend  # noqa: E402
+from moto.cloudwatch.models import CloudWatchBackend, cloudwatch_backends  # noqa: E402
 from moto.cloudwatch.responses import CloudWatchResponse  # noqa: E402
 from moto.codedeploy import responses as codedeploy_responses  # noqa: E402
 from moto.codedeploy.models import DeploymentInfo, codedeploy_backends  # noqa: E402
@@ -104,6 +107,8 @@ from moto.codepipeline.responses import CodePipelineResponse  # noqa: E402
 from moto.core.exceptions import ServiceException  # noqa: E402
 from moto.core.responses import ActionResult, EmptyResult  # noqa: E402
 from moto.core.utils import utcnow  # noqa: E402
+from moto.ecr.exceptions import ScanNotFoundException as ECRScanNotFoundException  # noqa: E402
+from moto.ecr.models import ECRBackend, ecr_backends  # noqa: E402
 from moto.ecs.models import ecs_backends  # noqa: E402
 from moto.ecs.responses import EC2ContainerServiceResponse  # noqa: E402
 from moto.elbv2.models import elbv2_backends  # noqa: E402
@@ -438,6 +443,9 @@ def classify(environ: dict[str, Any], body: bytes) -> dict[str, Any]:
             key = segments[1] if len(segments) > 1 and segments[1] != "" else None
         operation = _s3_operation(method, bucket, key, query, environ)
         params = {"method": method, "path": path, "query": query_string}
+        access_key = re.search(r"Credential=([^/,\s]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+        if access_key:
+            params["accessKeyId"] = access_key.group(1)  # which credentials read it (artifact credentials)
         return info | {"service": "s3", "operation": operation, "params": params, "protocol": "rest-xml"}
 
     try:
@@ -1139,6 +1147,22 @@ CodeDeployResponse.put_lifecycle_event_hook_execution_status = _cd_put_lifecycle
 CodeDeployResponse.stop_deployment = _cd_stop_deployment  # type: ignore[attr-defined]
 CodeDeployResponse.get_application_revision = _cd_get_application_revision  # type: ignore[attr-defined]
 
+_orig_cd_list_deployments = CodeDeployResponse.list_deployments
+
+
+def _cd_list_deployments(self: CodeDeployResponse) -> ActionResult:
+    """moto compares ``createTimeRange`` with datetimes, but awsJson clients send epoch seconds:
+    convert them first (else every filtered ListDeployments fails with a TypeError)."""
+    time_range = self._get_param("createTimeRange")
+    if isinstance(time_range, dict):
+        converted = {k: _naive_utc(v) for k, v in time_range.items() if v is not None}
+        original = self._get_param
+        self._get_param = lambda name, default=None: converted if name == "createTimeRange" else original(name, default)  # type: ignore[method-assign]
+    return _orig_cd_list_deployments(self)
+
+
+CodeDeployResponse.list_deployments = _cd_list_deployments  # type: ignore[method-assign]
+
 
 # ---------------------------------------------------------------------------------------------
 # ECS: service revisions and service deployments
@@ -1471,7 +1495,7 @@ class Seeder:
             raise ValueError("name (a unique string) is required")
         slug = re.sub(r"[^A-Za-z0-9-]+", "-", name).strip("-").lower() or "x"
         h = hashlib.sha256(f"{kind}:{name}".encode()).hexdigest()[:6]
-        short = f"{slug[:17]}-{h}"  # ELB / target group names: <= 32 chars
+        short = f"{slug[:17].rstrip('-')}-{h}"  # ELB / target group names: <= 32 chars, no "--"
         return {
             "slug": f"{slug[:60]}-{h}",
             "cluster": f"{kind}-{slug[:60]}-{h}",
@@ -1583,11 +1607,25 @@ class Seeder:
         deployment = codedeploy_backends[ACCOUNT][REGION].deployments[deployment_id]
         deployment._tb_previous_revision = {"revisionType": "AppSpecContent", "appSpecContent": {
             "content": _appspec(appspec_format, td_from, container, port, event, hook_function)}}
+        previous_id = None
+        if spec.get("previous_deployment"):
+            # The release before this one: the old revision, deployed and Succeeded a day ago.
+            previous_id = cd.create_deployment(
+                applicationName=application, deploymentGroupName=group, revision=deployment._tb_previous_revision,
+                description=f"testbed scenario {spec.get('name')} (previous release)",
+            )["deploymentId"]
+            previous = codedeploy_backends[ACCOUNT][REGION].deployments[previous_id]
+            previous.create_time = _now() - dt.timedelta(days=1)
+            previous.start_time = previous.create_time
+            previous.complete_time = previous.create_time + dt.timedelta(minutes=10)
+            previous.status = "Succeeded"
+            _cd_state(previous)
         deployment._tb_listeners = {"prod": prod["ListenerArn"], "test": test["ListenerArn"],
                                     "blue": tg_blue, "green": tg_green}
         hook_id = cd_move_lifecycle(deployment, event)
         self.sync_codedeploy_listeners(deployment)
         return {
+            **({"previousDeploymentId": previous_id} if previous_id else {}),
             "deploymentId": deployment_id,
             "hookExecutionId": hook_id,
             "application": application,
@@ -1657,11 +1695,21 @@ class Seeder:
         role = f"arn:aws:iam::{ACCOUNT}:role/ecsInfrastructureRoleForLoadBalancers"
         ecs.create_cluster(clusterName=cluster)
         td_from, td_to = self._task_definitions(cluster, container, port, [image_from, image_to])
+        strategy = spec.get("strategy", "BLUE_GREEN")
+        if strategy not in ("ROLLING", "BLUE_GREEN", "LINEAR", "CANARY"):
+            raise ValueError("strategy must be ROLLING, BLUE_GREEN, LINEAR or CANARY")
+        load_balancer: dict[str, Any] = {"targetGroupArn": tg_blue, "containerName": container, "containerPort": port}
+        if strategy != "ROLLING":
+            load_balancer["advancedConfiguration"] = {"alternateTargetGroupArn": tg_green,
+                                                      "productionListenerRule": rules["prod"],
+                                                      "testListenerRule": rules["test"], "roleArn": role}
         service = ecs.create_service(
             cluster=cluster, serviceName=service_name, taskDefinition=td_from, desiredCount=2, launchType="FARGATE",
             deploymentController={"type": "ECS"},
-            deploymentConfiguration={
-                "strategy": "BLUE_GREEN", "bakeTimeInMinutes": 5, "maximumPercent": 200, "minimumHealthyPercent": 100,
+            deploymentConfiguration={"strategy": "ROLLING", "maximumPercent": 200, "minimumHealthyPercent": 100,
+                                     "deploymentCircuitBreaker": {"enable": True, "rollback": True}}
+            if strategy == "ROLLING" else {
+                "strategy": strategy, "bakeTimeInMinutes": 5, "maximumPercent": 200, "minimumHealthyPercent": 100,
                 "deploymentCircuitBreaker": {"enable": True, "rollback": True},
                 "lifecycleHooks": [{
                     "targetType": "AWS_LAMBDA",
@@ -1672,10 +1720,7 @@ class Seeder:
             },
             networkConfiguration={"awsvpcConfiguration": {"subnets": net["subnets"], "securityGroups": [net["sg"]],
                                                           "assignPublicIp": "DISABLED"}},
-            loadBalancers=[{"targetGroupArn": tg_blue, "containerName": container, "containerPort": port,
-                            "advancedConfiguration": {"alternateTargetGroupArn": tg_green,
-                                                      "productionListenerRule": rules["prod"],
-                                                      "testListenerRule": rules["test"], "roleArn": role}}],
+            loadBalancers=[load_balancer],
         )["service"]
         ecs.update_service(cluster=cluster, service=service_name, taskDefinition=td_to)  # -> service deployment
         backend = ecs_backends[ACCOUNT][REGION]
@@ -1709,8 +1754,184 @@ class Seeder:
         if status not in ECS_DEPLOYMENT_STATUSES:
             raise ValueError(f"status must be one of {sorted(ECS_DEPLOYMENT_STATUSES)}")
         ecs_set_deployment_status(deployment, status, spec.get("statusReason"), spec.get("lifecycleStage"))
+        ago = spec.get("finishedMinutesAgo")
+        if ago is not None:
+            if status not in ECS_TERMINAL:
+                raise ValueError(f"finishedMinutesAgo needs a terminal status ({sorted(ECS_TERMINAL)})")
+            deployment["finishedAt"] = _now() - dt.timedelta(minutes=float(ago))
         return {"serviceDeploymentArn": arn, "status": deployment["status"],
-                "lifecycleStage": deployment.get("lifecycleStage")}
+                "lifecycleStage": deployment.get("lifecycleStage"), "finishedAt": deployment.get("finishedAt")}
+
+    # -- CodeDeploy deployment status, CloudWatch alarms (alarm-rollback scenarios) -------------
+
+    def codedeploy_deployment(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Sets a deployment's status (moto's stay Created forever) and when it completed."""
+        deployment_id = spec.get("deploymentId")
+        deployment = codedeploy_backends[ACCOUNT][REGION].deployments.get(deployment_id)
+        if deployment is None:
+            raise LookupError(f"unknown deploymentId {deployment_id}")
+        status = spec.get("status")
+        statuses = {"Created", "Queued", "InProgress", "Baking", "Ready"} | COMPLETED_DEPLOYMENT
+        if status not in statuses:
+            raise ValueError(f"status must be one of {sorted(statuses)}")
+        st = _cd_state(deployment)
+        deployment.status = status
+        now = _now()
+        st["lastUpdatedAt"] = now
+        if status in COMPLETED_DEPLOYMENT:
+            deployment.complete_time = now - dt.timedelta(minutes=float(spec.get("completedMinutesAgo") or 0))
+            final = {"Succeeded": "Succeeded", "Failed": "Failed", "Stopped": "Skipped"}[status]
+            for event in st["events"]:
+                if event["status"] in ("Pending", "InProgress"):
+                    event["status"] = final
+        else:
+            deployment.complete_time = None
+        _cd_recount(deployment)
+        return {"deploymentId": deployment_id, "status": deployment.status,
+                "completeTime": deployment.complete_time.isoformat() if deployment.complete_time else None}
+
+    def cloudwatch_alarm(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Creates or updates a metric (or composite) alarm with tags, then sets its state."""
+        name = spec.get("name")
+        if not name or not isinstance(name, str):
+            raise ValueError("name (the alarm name) is required")
+        cw = self.client("cloudwatch")
+        tags = [{"Key": k, "Value": v} for k, v in (spec.get("tags") or {}).items()]
+        if spec.get("composite"):
+            cw.put_composite_alarm(AlarmName=name, AlarmRule=spec.get("rule") or 'ALARM("other")', Tags=tags)
+        else:
+            cw.put_metric_alarm(AlarmName=name, Namespace="AWS/ApplicationELB", MetricName="HTTPCode_Target_5XX_Count",
+                                Statistic="Sum", Period=int(spec.get("period", 60)), EvaluationPeriods=1, Threshold=5.0,
+                                ComparisonOperator="GreaterThanThreshold", Tags=tags)
+        state = spec.get("state", "ALARM")
+        cw.set_alarm_state(AlarmName=name, StateValue=state, StateReason=spec.get("reason") or f"testbed set {state}")
+        backend = cloudwatch_backends[ACCOUNT][REGION]
+        return {"alarmName": name, "alarmArn": backend.alarms[name].alarm_arn, "state": backend.alarms[name].state_value}
+
+
+# ---------------------------------------------------------------------------------------------
+# CodePipeline actions (image gate, bake timer): input artifacts, ECR images with their scans,
+# alarm states.  Seeding helpers behind /_testbed routes; ECR scan results are kept on moto's
+# image objects, so DescribeImageScanFindings answers what a test seeded.
+# ---------------------------------------------------------------------------------------------
+
+_PIPELINE_KMS: dict[str, str] = {}
+
+
+def _internal_client(name: str, **config: Any) -> Any:
+    client = boto3.session.Session().client(
+        name, endpoint_url=SEEDER_ENDPOINT[0], region_name=REGION,
+        aws_access_key_id="testbed", aws_secret_access_key="testbed",
+        config=botocore.config.Config(retries={"total_max_attempts": 1}, **config),
+    )
+    client.meta.events.register("before-sign.*.*", _mark_internal)
+    return client
+
+
+SEEDER_ENDPOINT: list[str] = [""]
+
+
+def seed_pipeline_artifact(spec: dict[str, Any]) -> dict[str, Any]:
+    """A zip (``files`` name -> text, deflated) or raw bytes (``raw_base64``) stored at
+    ``bucket``/``key``; with ``kms`` true, encrypted SSE-KMS with a testbed key."""
+    bucket, key = spec["bucket"], spec["key"]
+    if spec.get("raw_base64") is not None:
+        body = base64.b64decode(spec["raw_base64"])
+    else:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, text in (spec.get("files") or {}).items():
+                z.writestr(name, text if isinstance(text, str) else json.dumps(text))
+        body = buf.getvalue()
+    s3 = _internal_client("s3", s3={"addressing_style": "path"})
+    try:
+        s3.create_bucket(Bucket=bucket)
+    except Exception as exc:  # noqa: BLE001 - already there
+        if "BucketAlreadyOwnedByYou" not in str(exc) and "BucketAlreadyExists" not in str(exc):
+            raise
+    extra: dict[str, Any] = {}
+    if spec.get("kms"):
+        if "arn" not in _PIPELINE_KMS:
+            _PIPELINE_KMS["arn"] = _internal_client("kms").create_key(Description="testbed artifact key")["KeyMetadata"]["Arn"]
+        extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": _PIPELINE_KMS["arn"]}
+    s3.put_object(Bucket=bucket, Key=key, Body=body, **extra)
+    return {"bucket": bucket, "key": key, "size": len(body), "kmsKeyId": extra.get("SSEKMSKeyId")}
+
+
+def seed_ecr_image(spec: dict[str, Any]) -> dict[str, Any]:
+    """An image in ``repository`` (created with ``mutability``, default IMMUTABLE) under
+    ``tags``, pushed ``pushed_days_ago`` days ago, with ``scan``: null (never scanned),
+    ``{"status": "IN_PROGRESS"}``, or ``{"status": "COMPLETE", "findings": [{"name", "severity"}]}``
+    (the default: complete, no findings)."""
+    repo = spec["repository"]
+    tags = spec.get("tags") or []
+    if not tags:
+        raise ValueError("tags (at least one) are required")
+    ecr = _internal_client("ecr")
+    try:
+        ecr.create_repository(repositoryName=repo, imageTagMutability=spec.get("mutability", "IMMUTABLE"))
+    except Exception as exc:  # noqa: BLE001
+        if "RepositoryAlreadyExists" not in str(exc):
+            raise
+    layer = hashlib.sha256(f"{repo}:{tags}:{secrets.token_hex(8)}".encode()).hexdigest()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1469,
+                   "digest": "sha256:" + hashlib.sha256(layer.encode()).hexdigest()},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 2818413,
+                    "digest": f"sha256:{layer}"}],
+    })
+    for tag in tags:
+        ecr.put_image(repositoryName=repo, imageManifest=manifest, imageTag=tag)
+    repository = ecr_backends[ACCOUNT][REGION].repositories[repo]
+    image = next(i for i in repository.images if i.image_manifest == manifest)
+    if spec.get("pushed_days_ago") is not None:
+        image.image_pushed_at = int(dt.datetime.now(dt.timezone.utc).timestamp() - float(spec["pushed_days_ago"]) * 86400)
+    image._tb_scan = spec.get("scan", {"status": "COMPLETE", "findings": []})
+    host = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+    return {"repository": repo, "registryId": ACCOUNT, "digest": image.image_digest,
+            "repositoryUri": f"{host}/{repo}", "tags": list(image.image_tags)}
+
+
+def seed_alarm_state(spec: dict[str, Any]) -> dict[str, Any]:
+    """SetAlarmState (which writes the history entry), without being recorded."""
+    name, state = spec["name"], spec["state"]
+    _internal_client("cloudwatch").set_alarm_state(AlarmName=name, StateValue=state,
+                                                   StateReason=spec.get("reason") or f"testbed set {state}")
+    return {"name": name, "state": state}
+
+
+_orig_ecr_scan_findings = ECRBackend.describe_image_scan_findings
+
+
+def _ecr_describe_image_scan_findings(self: ECRBackend, registry_id: str, repository_name: str,
+                                      image_id: dict[str, Any]) -> dict[str, Any]:
+    repo = self._get_repository(repository_name, registry_id)
+    image = repo._get_image(image_id.get("imageTag"), image_id.get("imageDigest"))
+    if not hasattr(image, "_tb_scan"):
+        return _orig_ecr_scan_findings(self, registry_id, repository_name, image_id)
+    scan = image._tb_scan
+    if scan is None:
+        raise ECRScanNotFoundException(image_id=json.dumps(image_id), repository_name=repository_name,
+                                       registry_id=repo.registry_id)
+    status = scan.get("status", "COMPLETE")
+    result: dict[str, Any] = {
+        "registryId": repo.registry_id, "repositoryName": repository_name,
+        "imageId": {"imageDigest": image.image_digest, "imageTag": image.image_tag},
+        "imageScanStatus": {"status": status, "description": scan.get("description", f"testbed scan {status}")},
+    }
+    if status in ("COMPLETE", "ACTIVE"):
+        findings = [{"name": f["name"], "severity": f.get("severity", "HIGH"),
+                     "uri": f"https://nvd.nist.gov/vuln/detail/{f['name']}"} for f in scan.get("findings", [])]
+        counts: dict[str, int] = {}
+        for f in findings:
+            counts[f["severity"]] = counts.get(f["severity"], 0) + 1
+        result["imageScanFindings"] = {"imageScanCompletedAt": _now(), "vulnerabilitySourceUpdatedAt": _now(),
+                                       "findings": findings, "findingSeverityCounts": counts}
+    return result
+
+
+ECRBackend.describe_image_scan_findings = _ecr_describe_image_scan_findings  # type: ignore[method-assign]
 
 
 def _mark_internal(request: Any, **_: Any) -> None:
@@ -1852,6 +2073,16 @@ class TestbedApp:
                 return _json(200, self.seeder.ecs(spec))
             if route == ("POST", "/_testbed/ecs/service-deployment"):
                 return _json(200, self.seeder.ecs_deployment_status(spec))
+            if route == ("POST", "/_testbed/codedeploy/deployment"):
+                return _json(200, self.seeder.codedeploy_deployment(spec))
+            if route == ("POST", "/_testbed/cloudwatch/alarm"):
+                return _json(200, self.seeder.cloudwatch_alarm(spec))
+            if route == ("POST", "/_testbed/codepipeline/artifact"):
+                return _json(200, seed_pipeline_artifact(spec))
+            if route == ("POST", "/_testbed/ecr/image"):
+                return _json(200, seed_ecr_image(spec))
+            if route == ("POST", "/_testbed/cloudwatch/alarm-state"):
+                return _json(200, seed_alarm_state(spec))
             return _json(404, {"error": f"no route {method} {path}"})
         except KeyError as exc:
             return _json(400, {"error": f"missing field {exc}"})
@@ -1952,6 +2183,7 @@ def main() -> None:
     server.daemon_threads = True
     port = server.server_port
     app.seeder = Seeder(port)
+    SEEDER_ENDPOINT[0] = f"http://127.0.0.1:{port}"
     threading.Thread(target=app.seeder.warm_up, name="warm-up", daemon=True).start()
     sys.stdout.write(f"TESTBED_READY port={port}\n")
     sys.stdout.flush()

@@ -111,18 +111,9 @@ impl HookConfig {
     }
 }
 
-/// Reads both configs; the hook still starts when they are wrong, and reports the error.
+/// Reads both configurations; the function still starts when they are wrong, and reports it.
 pub fn load(env: &Env) -> (AwsSettings, Result<HookConfig, ConfigError>) {
-    let aws = AwsSettings::from_env(env);
-    let hook = HookConfig::from_env(env);
-    match aws {
-        Ok(a) => (a, hook),
-        Err(e) => {
-            let fallback = AwsSettings::from_env(&Env::from_pairs([]))
-                .unwrap_or_else(|_| unreachable!("defaults are valid"));
-            (fallback, Err(e))
-        }
-    }
+    deploy_guard::config::load(env, HookConfig::from_env)
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@
 //! a Failed verdict with its reason. Only an event without ids to report against ends in a
 //! Lambda error, which means "could not deliver a verdict at all".
 
-use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use aws_sdk_codedeploy::types::LifecycleEventStatus;
@@ -23,7 +22,6 @@ use deploy_guard::specs::{load_spec, resolve_secrets};
 use deploy_guard::telemetry::emit_outcome;
 use deploy_guard::text::join_capped;
 use deploy_guard::version::ImageVersion;
-use futures::FutureExt;
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::{json, Value};
 
@@ -125,38 +123,16 @@ fn payload_ids(payload: &Value) -> Value {
     json!({"execution_id": s("executionId"), "stage": s("lifecycleStage")})
 }
 
-/// Runs `work` within the budget; a panic or the budget running out becomes a failure.
+/// Runs `work` within the budget; a panic or the budget running out becomes a failure. The work
+/// stops itself at the work deadline; the budget's grace leaves the engine a moment to do so.
 async fn guarded<F: std::future::Future<Output = Evaluation>>(
     work: F,
     budget: &Budget,
 ) -> Evaluation {
-    if budget.work_exhausted() {
-        return Evaluation::fail(format!(
-            "no time to check: the invocation's deadline leaves {} ms, less than the {} ms kept for the report",
-            budget.total_left().as_millis(),
-            (budget.deadline() - budget.work_deadline()).as_millis()
-        ));
-    }
-    // The work stops itself at the work deadline; this timeout is the backstop for anything that
-    // does not (an AWS call that hangs), so it leaves the engine a moment to stop first.
-    let reserve = budget.deadline() - budget.work_deadline();
-    let backstop = budget.work_left() + reserve / 4;
-    match tokio::time::timeout(backstop, AssertUnwindSafe(work).catch_unwind()).await {
-        Ok(Ok(ev)) => ev,
-        Ok(Err(panic)) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
-            Evaluation::fail(format!(
-                "internal error in deploy-guard (a bug; please report it): {msg}"
-            ))
-        }
-        Err(_) => Evaluation::fail(
-            "ran out of time before a verdict: the invocation's time budget ran out",
-        ),
-    }
+    budget
+        .guard(work, budget.grace())
+        .await
+        .unwrap_or_else(|stop| Evaluation::fail(stop.reason("check")))
 }
 
 // ---------------------------------------------------------------------------------------------

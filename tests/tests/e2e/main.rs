@@ -3,5 +3,9 @@
 
 mod support;
 
+mod alarm_rollback;
+mod bake_timer;
+mod image_gate;
+
 mod smoke_hook_codedeploy;
 mod smoke_hook_ecs;
