@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The local demo: builds the functions, starts the local AWS test bed and sample apps, runs a good
-# and a broken release through the smoke hook (CodeDeploy and ECS blue/green), and prints each
+# The local demo: builds the functions, starts the local AWS test bed and sample apps, and runs
+# every function on its story (smoke hook, image gate, bake timer, alarm rollback), printing each
 # verdict with its reasons.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -173,16 +173,36 @@ impl Function {
             })
             .expect("emulator queue");
         match tokio::time::timeout(wait, rx).await {
-            Ok(Ok((response, error))) => Invocation {
-                response,
-                error,
-                elapsed: started.elapsed(),
-            },
+            Ok(Ok((response, error))) => {
+                let elapsed = started.elapsed();
+                self.settle_logs().await;
+                Invocation {
+                    response,
+                    error,
+                    elapsed,
+                }
+            }
             _ => panic!(
                 "no answer within {wait:?}; init error: {:?}; logs:\n{}",
                 self.shared.init_error.lock().expect("init").clone(),
                 self.logs().join("\n")
             ),
+        }
+    }
+
+    /// The function writes its outcome line before it answers, but the line reaches `logs`
+    /// through a reader task: wait until the pipe has gone quiet (no new line for 30 ms, at
+    /// most 1 s), so that callers see every line written before the answer.
+    async fn settle_logs(&self) {
+        let until = Instant::now() + Duration::from_secs(1);
+        let mut seen = self.logs.lock().expect("logs").len();
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let now = self.logs.lock().expect("logs").len();
+            if now == seen {
+                return;
+            }
+            seen = now;
         }
     }
 
@@ -282,4 +302,11 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         }
     }
     Ok(reply(404, "not a runtime API route"))
+}
+
+impl Function {
+    /// The process id, while the process runs (for reading its `/proc` entries).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
 }

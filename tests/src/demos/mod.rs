@@ -3,3 +3,4 @@
 
 pub mod alarm_rollback;
 pub mod pipeline;
+pub mod smoke_hook;
