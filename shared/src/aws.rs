@@ -6,20 +6,57 @@
 
 use std::time::Duration;
 
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::Credentials;
+use aws_smithy_runtime_api::client::behavior_version::BehaviorVersion;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+use aws_types::region::Region;
+use aws_types::SdkConfig;
 
 use crate::config::AwsSettings;
 
-/// Loads the shared SDK config: region and credentials from the environment (as Lambda provides
-/// them), `AWS_ENDPOINT_URL[_<SERVICE>]` honoured (the local test bed), timeouts and retries
-/// from `settings`.
+/// Builds the shared SDK config from the environment Lambda provides: region (`AWS_REGION`, else
+/// `AWS_DEFAULT_REGION`), credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`), `AWS_ENDPOINT_URL` (the local test bed), `AWS_USE_FIPS_ENDPOINT` and
+/// `AWS_USE_DUALSTACK_ENDPOINT`; timeouts and retries from `settings`.
+///
+/// Not `aws_config::load`: its default chain (profile files, SSO, web identity through STS,
+/// IMDS, the ECS container endpoint) is never used in Lambda, yet it was linked into every
+/// binary and its profile files were read at every cold start.
 pub async fn load_sdk_config(settings: &AwsSettings) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+    sdk_config_from(settings, |name| std::env::var(name).ok())
+}
+
+/// [`load_sdk_config`] with the environment read through `var` (for tests).
+pub fn sdk_config_from(settings: &AwsSettings, var: impl Fn(&str) -> Option<String>) -> SdkConfig {
+    let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    let region = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION"));
+    let credentials = match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+        (Some(id), Some(secret)) => SharedCredentialsProvider::new(Credentials::new(
+            id,
+            secret,
+            var("AWS_SESSION_TOKEN"),
+            None,
+            "Environment",
+        )),
+        _ => SharedCredentialsProvider::new(NoCredentials),
+    };
+    let flag = |name: &str| var(name).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let mut builder = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(region.map(Region::new))
+        .credentials_provider(credentials)
         .http_client(https_client())
+        .sleep_impl(aws_smithy_async::rt::sleep::SharedAsyncSleep::new(
+            aws_smithy_async::rt::sleep::TokioSleep::new(),
+        ))
+        .time_source(aws_smithy_async::time::SharedTimeSource::new(
+            aws_smithy_async::time::SystemTimeSource::new(),
+        ))
         .timeout_config(timeouts(settings))
         .retry_config(
             RetryConfig::standard()
@@ -27,8 +64,28 @@ pub async fn load_sdk_config(settings: &AwsSettings) -> SdkConfig {
                 .with_initial_backoff(Duration::from_millis(100))
                 .with_max_backoff(Duration::from_secs(2)),
         )
-        .load()
-        .await
+        .use_fips(flag("AWS_USE_FIPS_ENDPOINT"))
+        .use_dual_stack(flag("AWS_USE_DUALSTACK_ENDPOINT"));
+    if let Some(url) = var("AWS_ENDPOINT_URL") {
+        builder = builder.endpoint_url(url);
+    }
+    builder.build()
+}
+
+/// The credentials provider when the environment holds none: every call fails, saying why
+/// (in Lambda this means the function has no execution role credentials at all).
+#[derive(Debug)]
+struct NoCredentials;
+
+impl ProvideCredentials for NoCredentials {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::ready(Err(CredentialsError::not_loaded(
+            "no AWS credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set",
+        )))
+    }
 }
 
 /// The SDK's HTTPS client, trusting the compiled-in Mozilla roots. The default client reads and
@@ -137,6 +194,65 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    fn settings() -> AwsSettings {
+        AwsSettings::from_env(&crate::config::Env::from_pairs([])).expect("defaults")
+    }
+
+    #[tokio::test]
+    async fn the_config_comes_from_the_lambda_environment() {
+        let sdk = sdk_config_from(
+            &settings(),
+            env(&[
+                ("AWS_DEFAULT_REGION", "eu-west-1"),
+                ("AWS_REGION", "eu-central-1"),
+                ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+                ("AWS_SECRET_ACCESS_KEY", "secret"),
+                ("AWS_SESSION_TOKEN", "token"),
+                ("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
+            ]),
+        );
+        assert_eq!(sdk.region().map(|r| r.as_ref()), Some("eu-central-1"));
+        assert_eq!(sdk.endpoint_url(), Some("http://127.0.0.1:4566"));
+        assert_eq!(sdk.use_fips(), Some(false));
+        let creds = sdk
+            .credentials_provider()
+            .expect("a provider")
+            .provide_credentials()
+            .await
+            .expect("credentials");
+        assert_eq!(creds.access_key_id(), "AKIDEXAMPLE");
+        assert_eq!(creds.session_token(), Some("token"));
+        let timeouts = sdk.timeout_config().expect("timeouts");
+        assert_eq!(timeouts.connect_timeout(), Some(Duration::from_secs(3)));
+    }
+
+    #[tokio::test]
+    async fn missing_credentials_fail_each_call_with_the_reason() {
+        let sdk = sdk_config_from(&settings(), env(&[("AWS_DEFAULT_REGION", "eu-west-1")]));
+        assert_eq!(sdk.region().map(|r| r.as_ref()), Some("eu-west-1"));
+        assert_eq!(sdk.endpoint_url(), None);
+        let err = sdk
+            .credentials_provider()
+            .expect("a provider")
+            .provide_credentials()
+            .await
+            .expect_err("no credentials");
+        assert!(
+            error_chain(&err).contains("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set"),
+            "{}",
+            error_chain(&err)
+        );
+    }
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
 

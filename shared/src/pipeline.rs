@@ -22,7 +22,7 @@ use std::future::Future;
 use std::io::Read;
 use std::time::Duration;
 
-use aws_config::SdkConfig;
+use aws_types::SdkConfig;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;

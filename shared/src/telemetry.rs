@@ -7,7 +7,7 @@
 use std::io::Write;
 
 use tracing::Level;
-use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt};
+use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -38,11 +38,44 @@ pub fn allowed(target: &str, level: &Level) -> bool {
     !clamped || *level <= Level::INFO
 }
 
-fn env_filter() -> EnvFilter {
+/// The level filter from `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`: a level (`debug`), or
+/// `target=level` directives separated by commas (`info,deploy_guard=trace`). Anything that does
+/// not parse means INFO. (`tracing_subscriber`'s `Targets`, not `EnvFilter`: the span and field
+/// filters `EnvFilter` adds are never used here, and its regex engine was in every binary.)
+pub fn level_filter(spec: Option<&str>) -> Targets {
+    let info = || Targets::new().with_default(LevelFilter::INFO);
+    let mut targets = Targets::new().with_default(LevelFilter::INFO);
+    for part in spec.unwrap_or("info").split(',').map(str::trim) {
+        if part.is_empty() {
+            continue;
+        }
+        let level = |l: &str| l.trim().to_ascii_lowercase().parse::<LevelFilter>().ok();
+        match part.split_once('=') {
+            Some((target, l)) => {
+                let target = target.trim();
+                let valid = !target.is_empty()
+                    && target
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+                match (valid, level(l)) {
+                    (true, Some(l)) => targets = targets.with_target(target.to_string(), l),
+                    _ => return info(),
+                }
+            }
+            None => match level(part) {
+                Some(l) => targets = targets.with_default(l),
+                None => return info(),
+            },
+        }
+    }
+    targets
+}
+
+fn env_filter() -> Targets {
     let spec = std::env::var("AWS_LAMBDA_LOG_LEVEL")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".to_string());
-    EnvFilter::try_new(spec.to_ascii_lowercase()).unwrap_or_else(|_| EnvFilter::new("info"))
+        .ok();
+    level_filter(spec.as_deref())
 }
 
 /// Installs the JSON logger on stdout. Call once, first thing in `main`.
@@ -101,6 +134,29 @@ mod tests {
             assert!(allowed(target, &Level::INFO), "{target} INFO passes");
             assert!(allowed(target, &Level::ERROR), "{target} ERROR passes");
         }
+    }
+
+    #[test]
+    fn the_level_comes_from_a_level_or_directives() {
+        let enabled = |spec: Option<&str>, target: &str, level: Level| {
+            let f = level_filter(spec);
+            f.would_enable(target, &level)
+        };
+        assert!(enabled(None, "deploy_guard", Level::INFO));
+        assert!(!enabled(None, "deploy_guard", Level::DEBUG));
+        assert!(enabled(Some("DEBUG"), "smoke_test_hook", Level::DEBUG));
+        assert!(!enabled(Some("warn"), "smoke_test_hook", Level::INFO));
+        assert!(enabled(
+            Some("info,deploy_guard=trace"),
+            "deploy_guard::smoke",
+            Level::TRACE
+        ));
+        assert!(!enabled(Some("info,deploy_guard=trace"), "image_gate", Level::DEBUG));
+        assert!(
+            enabled(Some("not a [valid] filter"), "x", Level::INFO),
+            "nonsense means INFO"
+        );
+        assert!(!enabled(Some("not a [valid] filter"), "x", Level::DEBUG));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub struct App {
     pub codepipeline: aws_sdk_codepipeline::Client,
     pub ecr: aws_sdk_ecr::Client,
     /// The shared SDK config, from which each job's artifact S3 client is made.
-    pub sdk: aws_config::SdkConfig,
+    pub sdk: aws_types::SdkConfig,
     pub region: String,
     pub aws: AwsSettings,
     pub config: Result<GateConfig, ConfigError>,
@@ -581,9 +581,9 @@ mod tests {
         App {
             codepipeline: mock_client!(aws_sdk_codepipeline, RuleMode::MatchAny, cp),
             ecr: mock_client!(aws_sdk_ecr, RuleMode::MatchAny, ecr),
-            sdk: aws_config::SdkConfig::builder()
-                .behavior_version(aws_config::BehaviorVersion::latest())
-                .region(aws_config::Region::new("us-east-1"))
+            sdk: aws_types::SdkConfig::builder()
+                .behavior_version(aws_smithy_runtime_api::client::behavior_version::BehaviorVersion::latest())
+                .region(aws_types::region::Region::new("us-east-1"))
                 .build(),
             region: "us-east-1".into(),
             aws,
