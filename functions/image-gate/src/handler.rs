@@ -582,7 +582,9 @@ mod tests {
             codepipeline: mock_client!(aws_sdk_codepipeline, RuleMode::MatchAny, cp),
             ecr: mock_client!(aws_sdk_ecr, RuleMode::MatchAny, ecr),
             sdk: aws_types::SdkConfig::builder()
-                .behavior_version(aws_smithy_runtime_api::client::behavior_version::BehaviorVersion::latest())
+                .behavior_version(
+                    aws_smithy_runtime_api::client::behavior_version::BehaviorVersion::latest(),
+                )
                 .region(aws_types::region::Region::new("us-east-1"))
                 .build(),
             region: "us-east-1".into(),
