@@ -27,11 +27,14 @@ pub struct Call {
 
 static SHARED: OnceLock<Testbed> = OnceLock::new();
 
-/// The interpreter of the project's virtualenv (`DEPLOY_GUARD_PYTHON` overrides).
+/// The interpreter of the project's virtualenv (`DEPLOY_GUARD_PYTHON` overrides; set but empty
+/// counts as unset).
 pub fn python() -> std::path::PathBuf {
     std::env::var("DEPLOY_GUARD_PYTHON")
+        .ok()
+        .filter(|p| !p.trim().is_empty())
         .map(Into::into)
-        .unwrap_or_else(|_| crate::repo_root().join(".venv/bin/python"))
+        .unwrap_or_else(|| crate::repo_root().join(".venv/bin/python"))
 }
 
 impl Testbed {
