@@ -20,7 +20,7 @@ pub struct Clients {
     pub codedeploy: aws_sdk_codedeploy::Client,
     pub ecs: aws_sdk_ecs::Client,
     pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
-    pub s3: aws_sdk_s3::Client,
+    pub s3: crate::s3get::S3Reader,
     pub ssm: aws_sdk_ssm::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
 }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod discovery;
 pub mod hooks;
 pub mod pipeline;
+pub mod s3get;
 pub mod secret;
 pub mod smoke;
 pub mod specs;

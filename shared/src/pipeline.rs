@@ -7,7 +7,7 @@
 //!   schema; every error names the field.
 //! - [`ArtifactCredentials`] hold the job's live temporary credentials in [`Secret`]s: they are
 //!   never formatted, and an error about their shape never quotes them.
-//! - [`artifact_s3_client`], [`read_artifact`] and [`unzip_member`] read an input artifact from
+//! - [`artifact_reader`], [`read_artifact`] and [`unzip_member`] read an input artifact from
 //!   S3 with the job's credentials (SSE-KMS artifacts decrypt transparently) and unzip one file
 //!   of it in memory, with caps on both sizes.
 //! - [`Verdict`] and [`report`]: exactly one `PutJobSuccessResult` (the verdict in
@@ -22,7 +22,6 @@ use std::future::Future;
 use std::io::Read;
 use std::time::Duration;
 
-use aws_types::SdkConfig;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
@@ -30,6 +29,7 @@ use serde_json::Value;
 use crate::aws::{describe_sdk_error, error_code, report_timeouts};
 use crate::budget::Budget;
 use crate::config::AwsSettings;
+use crate::s3get::{GetError, S3Reader};
 use crate::secret::Secret;
 use crate::text::{join_capped, quote};
 
@@ -375,14 +375,9 @@ impl ArtifactError {
     }
 }
 
-/// An S3 client signing with the job's artifact credentials, built from the process's shared
-/// SDK config (its timeouts, retries, region and endpoint). Cheap: no new HTTP client, no
-/// credential cache kept for the one-off credentials.
-pub fn artifact_s3_client(
-    sdk: &SdkConfig,
-    credentials: &ArtifactCredentials,
-    path_style: bool,
-) -> aws_sdk_s3::Client {
+/// An S3 reader signing with the job's artifact credentials, made from the process's reader
+/// (its timeouts, retries, region and endpoint). Cheap: the HTTP client is shared.
+pub fn artifact_reader(base: &S3Reader, credentials: &ArtifactCredentials) -> S3Reader {
     let creds = aws_credential_types::Credentials::new(
         credentials.access_key_id.expose().clone(),
         credentials.secret_access_key.expose().clone(),
@@ -393,17 +388,12 @@ pub fn artifact_s3_client(
         None,
         "codepipeline-job",
     );
-    let conf = aws_sdk_s3::config::Builder::from(sdk)
-        .credentials_provider(creds)
-        .identity_cache(aws_sdk_s3::config::IdentityCache::no_cache())
-        .force_path_style(path_style)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
+    base.with_credentials(creds)
 }
 
 /// Reads an input artifact's object from S3, at most `max_bytes` of it.
 pub async fn read_artifact(
-    s3: &aws_sdk_s3::Client,
+    s3: &S3Reader,
     artifact: &Artifact,
     max_bytes: u64,
 ) -> Result<Vec<u8>, ArtifactError> {
@@ -429,53 +419,24 @@ pub async fn read_artifact(
         cap_chars(&loc.object_key, 200)
     );
     tracing::debug!(artifact = %name, location = %where_, "reading the input artifact with the job's credentials");
-    let out = s3
-        .get_object()
-        .bucket(&loc.bucket_name)
-        .key(&loc.object_key)
-        .send()
+    s3.get(&loc.bucket_name, &loc.object_key, max_bytes)
         .await
-        .map_err(|e| {
-            let code = error_code(&e).map(str::to_string);
-            let kind = match code.as_deref() {
-                Some("NoSuchKey" | "NoSuchBucket") => FailureKind::JobFailed,
-                c => FailureKind::of_aws_code(c),
-            };
-            ArtifactError {
-                kind,
+        .map_err(|e| match e {
+            GetError::TooLarge { len } => ArtifactError::failed(format!(
+                "input artifact {name} ({where_}) is {}above the cap of {max_bytes} bytes",
+                len.map(|l| format!("{l} bytes, ")).unwrap_or_default()
+            )),
+            e => ArtifactError {
+                kind: match e.code() {
+                    Some("NoSuchKey" | "NoSuchBucket") => FailureKind::JobFailed,
+                    c => FailureKind::of_aws_code(c),
+                },
                 message: format!(
                     "could not read input artifact {name} ({where_}) with the job's artifact credentials: {}",
-                    describe_sdk_error(&e)
+                    e.describe()
                 ),
-            }
-        })?;
-    if let Some(len) = out.content_length().filter(|l| *l as u64 > max_bytes) {
-        return Err(ArtifactError::failed(format!(
-            "input artifact {name} ({where_}) is {len} bytes, above the cap of {max_bytes} bytes"
-        )));
-    }
-    let mut body = out.body;
-    let mut bytes = Vec::new();
-    loop {
-        match body.try_next().await {
-            Ok(Some(chunk)) => {
-                if (bytes.len() + chunk.len()) as u64 > max_bytes {
-                    return Err(ArtifactError::failed(format!(
-                        "input artifact {name} ({where_}) is above the cap of {max_bytes} bytes"
-                    )));
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-            Ok(None) => break,
-            Err(e) => {
-                return Err(ArtifactError::failed(format!(
-                    "reading input artifact {name} ({where_}) failed midway: {}",
-                    crate::aws::error_chain(&e)
-                )))
-            }
-        }
-    }
-    Ok(bytes)
+            },
+        })
 }
 
 /// One file taken out of a zip archive.

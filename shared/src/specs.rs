@@ -7,8 +7,9 @@
 //! "not found" fails the verdict: falling back to a laxer default on AccessDenied would let a
 //! release through unchecked.
 
-use crate::aws::{describe_sdk_error, error_code};
+use crate::aws::describe_sdk_error;
 use crate::discovery::Clients;
+use crate::s3get::GetError;
 use crate::secret::Secret;
 use crate::smoke::engine::SecretValues;
 use crate::smoke::spec::{SecretRef, Spec};
@@ -80,6 +81,9 @@ pub struct LoadedSpec {
     pub origin: String,
 }
 
+/// The largest smoke spec read from S3.
+const SPEC_MAX_BYTES: u64 = 512 * 1024;
+
 /// Finds and parses the spec for `a/b`.
 pub async fn load_spec(
     c: &Clients,
@@ -120,33 +124,21 @@ pub async fn load_spec(
                 let key = at
                     .trim_start_matches(&format!("s3://{bucket}/"))
                     .to_string();
-                match c.s3.get_object().bucket(bucket).key(&key).send().await {
-                    Ok(out) => {
-                        let bytes = out
-                            .body
-                            .collect()
-                            .await
-                            .map_err(|e| format!("reading the smoke spec at {at}: {e}"))?
-                            .into_bytes();
-                        if bytes.len() > 512 * 1024 {
-                            return Err(format!(
-                                "the smoke spec at {at} is {} bytes; the limit is 512 KiB",
-                                bytes.len()
-                            ));
-                        }
-                        Some(
-                            String::from_utf8(bytes.to_vec())
-                                .map_err(|_| format!("the smoke spec at {at} is not UTF-8"))?,
-                        )
-                    }
-                    Err(e) if matches!(error_code(&e), Some("NoSuchKey") | Some("NotFound")) => {
-                        None
+                match c.s3.get(bucket, &key, SPEC_MAX_BYTES).await {
+                    Ok(bytes) => Some(
+                        String::from_utf8(bytes)
+                            .map_err(|_| format!("the smoke spec at {at} is not UTF-8"))?,
+                    ),
+                    Err(e) if matches!(e.code(), Some("NoSuchKey") | Some("NotFound")) => None,
+                    Err(GetError::TooLarge { len }) => {
+                        return Err(format!(
+                            "the smoke spec at {at} is {}; the limit is 512 KiB",
+                            len.map(|l| format!("{l} bytes"))
+                                .unwrap_or_else(|| "larger".to_string())
+                        ))
                     }
                     Err(e) => {
-                        return Err(format!(
-                            "reading the smoke spec at {at}: {}",
-                            describe_sdk_error(&e)
-                        ))
+                        return Err(format!("reading the smoke spec at {at}: {}", e.describe()))
                     }
                 }
             }

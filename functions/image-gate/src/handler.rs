@@ -14,9 +14,10 @@ use deploy_guard::aws::{describe_sdk_error, error_code};
 use deploy_guard::budget::Budget;
 use deploy_guard::config::{AwsSettings, ConfigError};
 use deploy_guard::pipeline::{
-    self, artifact_s3_client, classify, guarded, read_artifact, unzip_member, user_parameters,
+    self, artifact_reader, classify, guarded, read_artifact, unzip_member, user_parameters,
     zip_names, ArtifactError, FailureKind, Incoming, Job, Verdict,
 };
+use deploy_guard::s3get::S3Reader;
 use deploy_guard::telemetry::emit_outcome;
 use deploy_guard::text::quote;
 use lambda_runtime::{Error, LambdaEvent};
@@ -33,8 +34,8 @@ use crate::policy::{
 pub struct App {
     pub codepipeline: aws_sdk_codepipeline::Client,
     pub ecr: aws_sdk_ecr::Client,
-    /// The shared SDK config, from which each job's artifact S3 client is made.
-    pub sdk: aws_types::SdkConfig,
+    /// The process's S3 reader, from which each job's artifact reader is made.
+    pub s3: S3Reader,
     pub region: String,
     pub aws: AwsSettings,
     pub config: Result<GateConfig, ConfigError>,
@@ -281,7 +282,7 @@ async fn locate(
             ),
         });
     };
-    let s3 = artifact_s3_client(&app.sdk, creds, app.aws.s3_path_style);
+    let s3 = artifact_reader(&app.s3, creds);
     let zip = read_artifact(&s3, artifact, config.artifact_max_bytes).await?;
     let file = unzip_member(&zip, IMAGE_FILES, config.file_max_bytes)
         .map_err(|e| config_error(format!("input artifact {artifact_name}: {e}")))?
@@ -581,12 +582,12 @@ mod tests {
         App {
             codepipeline: mock_client!(aws_sdk_codepipeline, RuleMode::MatchAny, cp),
             ecr: mock_client!(aws_sdk_ecr, RuleMode::MatchAny, ecr),
-            sdk: aws_types::SdkConfig::builder()
-                .behavior_version(
-                    aws_smithy_runtime_api::client::behavior_version::BehaviorVersion::latest(),
-                )
-                .region(aws_types::region::Region::new("us-east-1"))
-                .build(),
+            s3: S3Reader::new(
+                &aws_types::SdkConfig::builder()
+                    .region(aws_types::region::Region::new("us-east-1"))
+                    .build(),
+                &aws,
+            ),
             region: "us-east-1".into(),
             aws,
             config,

@@ -28,7 +28,7 @@ async fn main() -> Result<(), Error> {
         codepipeline: aws_sdk_codepipeline::Client::new(&sdk),
         ecr: aws_sdk_ecr::Client::new(&sdk),
         region: sdk.region().map(|r| r.to_string()).unwrap_or_default(),
-        sdk,
+        s3: deploy_guard::s3get::S3Reader::new(&sdk, &aws),
         aws,
         config,
     };

@@ -618,7 +618,10 @@ mod tests {
                 codedeploy: mock_client!(aws_sdk_codedeploy, RuleMode::MatchAny, codedeploy),
                 ecs: mock_client!(aws_sdk_ecs, RuleMode::MatchAny, ecs),
                 elbv2: mock_client!(aws_sdk_elasticloadbalancingv2, RuleMode::MatchAny, &[]),
-                s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, &[]),
+                s3: deploy_guard::s3get::S3Reader::new(
+                    &aws_types::SdkConfig::builder().build(),
+                    &aws,
+                ),
                 ssm: mock_client!(aws_sdk_ssm, RuleMode::MatchAny, &[]),
                 secrets: mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, &[]),
             },

@@ -23,14 +23,11 @@ async fn main() -> Result<(), Error> {
         tracing::error!(error = %e, "configuration error; every verdict will be Failed until it is fixed");
     }
     let sdk = deploy_guard::aws::load_sdk_config(&aws).await;
-    let s3 = aws_sdk_s3::config::Builder::from(&sdk)
-        .force_path_style(aws.s3_path_style)
-        .build();
     let clients = Clients {
         codedeploy: aws_sdk_codedeploy::Client::new(&sdk),
         ecs: aws_sdk_ecs::Client::new(&sdk),
         elbv2: aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
-        s3: aws_sdk_s3::Client::from_conf(s3),
+        s3: deploy_guard::s3get::S3Reader::new(&sdk, &aws),
         ssm: aws_sdk_ssm::Client::new(&sdk),
         secrets: aws_sdk_secretsmanager::Client::new(&sdk),
     };
