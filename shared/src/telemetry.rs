@@ -151,7 +151,11 @@ mod tests {
             "deploy_guard::smoke",
             Level::TRACE
         ));
-        assert!(!enabled(Some("info,deploy_guard=trace"), "image_gate", Level::DEBUG));
+        assert!(!enabled(
+            Some("info,deploy_guard=trace"),
+            "image_gate",
+            Level::DEBUG
+        ));
         assert!(
             enabled(Some("not a [valid] filter"), "x", Level::INFO),
             "nonsense means INFO"
