@@ -31,6 +31,7 @@ use crate::budget::Budget;
 use crate::config::AwsSettings;
 use crate::s3get::{GetError, S3Reader};
 use crate::secret::Secret;
+use crate::telemetry::emit_outcome;
 use crate::text::{join_capped, quote};
 
 /// The event's top-level key.
@@ -681,6 +682,68 @@ where
         Delivery::Already
     } else {
         Delivery::Failed(describe_sdk_error(&e))
+    }
+}
+
+/// One CodePipeline invocation, the same for every action: classify the event leniently, run
+/// `work` on the job under [`guarded`], report exactly once, write the outcome line (the
+/// common fields plus the action's own `fields`) and answer. `Err` only for an event with no
+/// job id, or a report that could not be delivered (so Lambda's retry may deliver it).
+pub async fn handle_job<Fut>(
+    action: &str,
+    client: &aws_sdk_codepipeline::Client,
+    aws: &AwsSettings,
+    payload: &Value,
+    budget: &Budget,
+    work: impl FnOnce(Job) -> Fut,
+) -> Result<Value, String>
+where
+    Fut: Future<Output = (Verdict, serde_json::Map<String, Value>)>,
+{
+    let started = std::time::Instant::now();
+    let (job_id, (verdict, fields)) = match classify(payload) {
+        Incoming::Unreportable(reason) => {
+            emit_outcome(
+                serde_json::json!({"protocol": "codepipeline", "action": action, "verdict": "none", "reason": reason}),
+            );
+            return Err(reason);
+        }
+        Incoming::Invalid { job_id, reason } => (
+            job_id,
+            (
+                Verdict::failed(FailureKind::JobFailed, reason),
+                Default::default(),
+            ),
+        ),
+        Incoming::Job(job) => {
+            let id = job.id.clone();
+            let result = guarded(work(*job), budget)
+                .await
+                .unwrap_or_else(|v| (v, Default::default()));
+            (id, result)
+        }
+    };
+    let delivery = report(client, aws, &job_id, &verdict, budget).await;
+    let mut line = serde_json::json!({
+        "protocol": "codepipeline",
+        "action": action,
+        "job_id": job_id,
+        "verdict": verdict.name(),
+        "failure_type": verdict.failure_kind(),
+        "reason": verdict.reason(),
+        "report": match &delivery { Ok(d) => (*d).to_string(), Err(e) => format!("not delivered: {e}") },
+        "duration_ms": started.elapsed().as_millis() as u64,
+    });
+    if let Some(obj) = line.as_object_mut() {
+        obj.extend(fields);
+    }
+    emit_outcome(line);
+    match delivery {
+        Ok(_) => Ok(serde_json::json!({"verdict": verdict.name(), "reason": verdict.reason()})),
+        Err(e) => Err(format!(
+            "could not report the {} verdict of job {job_id}: {e}",
+            verdict.name()
+        )),
     }
 }
 

@@ -4,17 +4,14 @@
 //! failure naming the alarm and when.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::{AlarmType, HistoryItemType, ScanBy};
 use aws_smithy_types::DateTime;
 use deploy_guard::aws::{describe_sdk_error, error_code};
 use deploy_guard::budget::Budget;
 use deploy_guard::config::{AwsSettings, ConfigError};
-use deploy_guard::pipeline::{
-    self, classify, guarded, user_parameters, FailureKind, Incoming, Job, Verdict,
-};
-use deploy_guard::telemetry::emit_outcome;
+use deploy_guard::pipeline::{self, user_parameters, FailureKind, Job, Verdict};
 use deploy_guard::text::quote;
 use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
@@ -71,58 +68,38 @@ fn now_ms() -> u64 {
 /// The Lambda handler.
 pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let (payload, ctx) = event.into_parts();
-    let started = Instant::now();
     let reserve = app
         .config
         .as_ref()
         .map(|c| c.report_reserve)
         .unwrap_or(Duration::from_secs(3));
     let budget = Budget::from_deadline(ctx.deadline(), reserve);
-    let (job_id, ev) = match classify(&payload) {
-        Incoming::Unreportable(reason) => {
-            emit_outcome(
-                json!({"protocol": "codepipeline", "action": "bake-timer", "verdict": "none", "reason": reason}),
-            );
-            return Err(reason.into());
-        }
-        Incoming::Invalid { job_id, reason } => (job_id, failed(FailureKind::JobFailed, reason)),
-        Incoming::Job(job) => {
-            let ev = guarded(evaluate(app, &job), &budget)
-                .await
-                .unwrap_or_else(Evaluation::from);
-            (job.id, ev)
-        }
+    let work = |job: Job| async move {
+        let ev = evaluate(app, &job).await;
+        let percent = match &ev.verdict {
+            Verdict::InProgress { percent, .. } => Some(*percent),
+            Verdict::Succeeded { .. } => Some(100),
+            Verdict::Failed { .. } => None,
+        };
+        let fields = json!({
+            "percent": percent,
+            "alarms": ev.alarms,
+            "bake_started": ev.token.as_ref().map(|t| iso(t.start)),
+            "bake_ends": ev.token.as_ref().map(|t| iso(t.end)),
+            "polls": ev.token.as_ref().map(|t| t.polls),
+        });
+        (ev.verdict, fields.as_object().cloned().unwrap_or_default())
     };
-    let delivery =
-        pipeline::report(&app.codepipeline, &app.aws, &job_id, &ev.verdict, &budget).await;
-    let percent = match &ev.verdict {
-        Verdict::InProgress { percent, .. } => Some(*percent),
-        Verdict::Succeeded { .. } => Some(100),
-        Verdict::Failed { .. } => None,
-    };
-    emit_outcome(json!({
-        "protocol": "codepipeline",
-        "action": "bake-timer",
-        "job_id": job_id,
-        "verdict": ev.verdict.name(),
-        "failure_type": ev.verdict.failure_kind(),
-        "reason": ev.verdict.reason(),
-        "percent": percent,
-        "alarms": ev.alarms,
-        "bake_started": ev.token.as_ref().map(|t| iso(t.start)),
-        "bake_ends": ev.token.as_ref().map(|t| iso(t.end)),
-        "polls": ev.token.as_ref().map(|t| t.polls),
-        "report": match &delivery { Ok(d) => (*d).to_string(), Err(e) => format!("not delivered: {e}") },
-        "duration_ms": started.elapsed().as_millis() as u64,
-    }));
-    match delivery {
-        Ok(_) => Ok(json!({"verdict": ev.verdict.name(), "reason": ev.verdict.reason()})),
-        Err(e) => Err(format!(
-            "could not report the {} verdict of job {job_id}: {e}",
-            ev.verdict.name()
-        )
-        .into()),
-    }
+    pipeline::handle_job(
+        "bake-timer",
+        &app.codepipeline,
+        &app.aws,
+        &payload,
+        &budget,
+        work,
+    )
+    .await
+    .map_err(Error::from)
 }
 
 async fn evaluate(app: &App, job: &Job) -> Evaluation {

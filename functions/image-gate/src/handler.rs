@@ -7,18 +7,17 @@
 //! Lambda error, and so does a report that could not be delivered (so Lambda's retry may).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_ecr::types::ImageIdentifier;
 use deploy_guard::aws::{describe_sdk_error, error_code};
 use deploy_guard::budget::Budget;
 use deploy_guard::config::{AwsSettings, ConfigError};
 use deploy_guard::pipeline::{
-    self, artifact_reader, classify, guarded, read_artifact, unzip_member, user_parameters,
-    zip_names, ArtifactError, FailureKind, Incoming, Job, Verdict,
+    self, artifact_reader, read_artifact, unzip_member, user_parameters, zip_names, ArtifactError,
+    FailureKind, Job, Verdict,
 };
 use deploy_guard::s3get::S3Reader;
-use deploy_guard::telemetry::emit_outcome;
 use deploy_guard::text::quote;
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Deserialize;
@@ -79,55 +78,33 @@ impl From<Verdict> for Evaluation {
 /// The Lambda handler.
 pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let (payload, ctx) = event.into_parts();
-    let started = Instant::now();
     let reserve = app
         .config
         .as_ref()
         .map(|c| c.report_reserve)
         .unwrap_or(Duration::from_secs(3));
     let budget = Budget::from_deadline(ctx.deadline(), reserve);
-    let (job_id, ev) = match classify(&payload) {
-        Incoming::Unreportable(reason) => {
-            emit_outcome(
-                json!({"protocol": "codepipeline", "action": "image-gate", "verdict": "none", "reason": reason}),
-            );
-            return Err(reason.into());
-        }
-        Incoming::Invalid { job_id, reason } => {
-            (job_id, Evaluation::failed(FailureKind::JobFailed, reason))
-        }
-        Incoming::Job(job) => {
-            let ev = guarded(evaluate(app, &job), &budget)
-                .await
-                .unwrap_or_else(Evaluation::from);
-            (job.id, ev)
-        }
+    let work = |job: Job| async move {
+        let ev = evaluate(app, &job).await;
+        let fields = json!({
+            "image": ev.image,
+            "source": ev.source,
+            "tag": ev.tag,
+            "digest": ev.digest,
+            "warnings": ev.warnings,
+        });
+        (ev.verdict, fields.as_object().cloned().unwrap_or_default())
     };
-    let delivery =
-        pipeline::report(&app.codepipeline, &app.aws, &job_id, &ev.verdict, &budget).await;
-    emit_outcome(json!({
-        "protocol": "codepipeline",
-        "action": "image-gate",
-        "job_id": job_id,
-        "verdict": ev.verdict.name(),
-        "failure_type": ev.verdict.failure_kind(),
-        "reason": ev.verdict.reason(),
-        "image": ev.image,
-        "source": ev.source,
-        "tag": ev.tag,
-        "digest": ev.digest,
-        "warnings": ev.warnings,
-        "report": match &delivery { Ok(d) => (*d).to_string(), Err(e) => format!("not delivered: {e}") },
-        "duration_ms": started.elapsed().as_millis() as u64,
-    }));
-    match delivery {
-        Ok(_) => Ok(json!({"verdict": ev.verdict.name(), "reason": ev.verdict.reason()})),
-        Err(e) => Err(format!(
-            "could not report the {} verdict of job {job_id}: {e}",
-            ev.verdict.name()
-        )
-        .into()),
-    }
+    pipeline::handle_job(
+        "image-gate",
+        &app.codepipeline,
+        &app.aws,
+        &payload,
+        &budget,
+        work,
+    )
+    .await
+    .map_err(Error::from)
 }
 
 fn now_s() -> i64 {
