@@ -50,7 +50,9 @@ pub fn sdk_config_from(settings: &AwsSettings, var: impl Fn(&str) -> Option<Stri
         .behavior_version(BehaviorVersion::latest())
         .region(region.map(Region::new))
         .credentials_provider(credentials)
-        .http_client(https_client())
+        .http_client(crate::awshttp::sdk_http_client(crate::awshttp::client(
+            settings,
+        )))
         .sleep_impl(aws_smithy_async::rt::sleep::SharedAsyncSleep::new(
             aws_smithy_async::rt::sleep::TokioSleep::new(),
         ))
@@ -86,38 +88,6 @@ impl ProvideCredentials for NoCredentials {
             "no AWS credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set",
         )))
     }
-}
-
-/// The SDK's HTTPS client, trusting the compiled-in Mozilla roots. The default client reads and
-/// parses the whole system certificate store when the first SDK client is built, which was
-/// most of the cold start (performance.md); AWS endpoints chain to these roots.
-fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
-    use aws_smithy_http_client::tls;
-    let trust = tls::TrustStore::empty()
-        .with_native_roots(false)
-        .with_pem_certificate(roots_pem().into_bytes());
-    let context = tls::TlsContext::builder()
-        .with_trust_store(trust)
-        .build()
-        .unwrap_or_default();
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .tls_context(context)
-        .build_https()
-}
-
-/// The compiled-in roots as one PEM bundle (the SDK's trust store takes PEM).
-fn roots_pem() -> String {
-    let roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS;
-    let mut pem = String::with_capacity(roots.len() * 2048);
-    for der in roots {
-        pem.push_str("-----BEGIN CERTIFICATE-----\n");
-        pem.push_str(&aws_smithy_types::base64::encode(der.as_ref()));
-        pem.push_str("\n-----END CERTIFICATE-----\n");
-    }
-    pem
 }
 
 fn timeouts(settings: &AwsSettings) -> TimeoutConfig {
@@ -252,20 +222,5 @@ mod tests {
             "{}",
             error_chain(&err)
         );
-    }
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-
-    #[test]
-    fn the_roots_bundle_holds_every_compiled_in_root() {
-        let pem = roots_pem();
-        let certs: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .expect("valid PEM");
-        assert_eq!(certs.len(), webpki_root_certs::TLS_SERVER_ROOT_CERTS.len());
-        assert!(certs.len() > 100, "{} roots", certs.len());
-        let mut store = rustls::RootCertStore::empty();
-        let (added, ignored) = store.add_parsable_certificates(certs);
-        assert_eq!((added > 100, ignored), (true, 0));
     }
 }

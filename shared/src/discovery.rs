@@ -14,15 +14,15 @@ use crate::aws::describe_sdk_error;
 use crate::text::quote;
 use crate::version::ImageVersion;
 
-/// The SDK clients the smoke hook uses, built once in `main`.
+/// The AWS clients the smoke hook uses, built once in `main`.
 #[derive(Clone, Debug)]
 pub struct Clients {
     pub codedeploy: aws_sdk_codedeploy::Client,
     pub ecs: aws_sdk_ecs::Client,
     pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
     pub s3: crate::s3get::S3Reader,
-    pub ssm: aws_sdk_ssm::Client,
-    pub secrets: aws_sdk_secretsmanager::Client,
+    /// SSM parameters and Secrets Manager secrets (specs, secret header values).
+    pub params: crate::awsjson::ParamsAndSecrets,
 }
 
 /// What the CodeDeploy deployment says about itself.

@@ -29,8 +29,9 @@ use serde_json::Value;
 use crate::aws::{describe_sdk_error, error_code, report_timeouts};
 use crate::budget::Budget;
 use crate::config::AwsSettings;
-use crate::s3get::{GetError, S3Reader};
+use crate::s3get::S3Reader;
 use crate::secret::Secret;
+use crate::signed::CallError;
 use crate::telemetry::emit_outcome;
 use crate::text::{join_capped, quote};
 
@@ -423,7 +424,7 @@ pub async fn read_artifact(
     s3.get(&loc.bucket_name, &loc.object_key, max_bytes)
         .await
         .map_err(|e| match e {
-            GetError::TooLarge { len } => ArtifactError::failed(format!(
+            CallError::TooLarge { len } => ArtifactError::failed(format!(
                 "input artifact {name} ({where_}) is {}above the cap of {max_bytes} bytes",
                 len.map(|l| format!("{l} bytes, ")).unwrap_or_default()
             )),

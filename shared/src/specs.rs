@@ -7,10 +7,9 @@
 //! "not found" fails the verdict: falling back to a laxer default on AccessDenied would let a
 //! release through unchecked.
 
-use crate::aws::describe_sdk_error;
 use crate::discovery::Clients;
-use crate::s3get::GetError;
 use crate::secret::Secret;
+use crate::signed::CallError;
 use crate::smoke::engine::SecretValues;
 use crate::smoke::spec::{SecretRef, Spec};
 use crate::text::quote;
@@ -97,28 +96,11 @@ pub async fn load_spec(
         let text = match loc {
             SpecLocation::Ssm { prefix } => {
                 let name = format!("{prefix}/{a}/{b}");
-                match c
-                    .ssm
-                    .get_parameter()
-                    .name(&name)
-                    .with_decryption(true)
-                    .send()
+                c.params
+                    .parameter(&name)
                     .await
-                {
-                    Ok(out) => out.parameter().and_then(|p| p.value()).map(str::to_string),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|se| se.is_parameter_not_found()) =>
-                    {
-                        None
-                    }
-                    Err(e) => {
-                        return Err(format!(
-                            "reading the smoke spec at {at}: {}",
-                            describe_sdk_error(&e)
-                        ))
-                    }
-                }
+                    .map_err(|e| format!("reading the smoke spec at {at}: {}", e.describe()))?
+                    .map(|text| text.expose().clone())
             }
             SpecLocation::S3 { bucket, .. } => {
                 let key = at
@@ -130,7 +112,7 @@ pub async fn load_spec(
                             .map_err(|_| format!("the smoke spec at {at} is not UTF-8"))?,
                     ),
                     Err(e) if matches!(e.code(), Some("NoSuchKey") | Some("NotFound")) => None,
-                    Err(GetError::TooLarge { len }) => {
+                    Err(CallError::TooLarge { len }) => {
                         return Err(format!(
                             "the smoke spec at {at} is {}; the limit is 512 KiB",
                             len.map(|l| format!("{l} bytes"))
@@ -186,24 +168,18 @@ pub async fn resolve_secrets(c: &Clients, refs: &[SecretRef]) -> Result<SecretVa
 async fn fetch_secret(c: &Clients, r: &SecretRef) -> Result<Secret<String>, String> {
     let raw: Secret<String> = match (&r.secretsmanager, &r.ssm) {
         (Some(id), _) => {
-            let out = c
-                .secrets
-                .get_secret_value()
-                .secret_id(id)
-                .send()
+            let text = c
+                .params
+                .secret_string(id)
                 .await
                 .map_err(|e| {
                     format!(
                         "secret {}: GetSecretValue failed: {}",
                         quote(id, 200),
-                        describe_sdk_error(&e)
+                        e.describe()
                     )
-                })?;
-            let text = Secret::new(
-                out.secret_string()
-                    .ok_or_else(|| format!("secret {}: has no string value", quote(id, 200)))?
-                    .to_string(),
-            );
+                })?
+                .ok_or_else(|| format!("secret {}: has no string value", quote(id, 200)))?;
             match &r.json_key {
                 None => text,
                 Some(key) => {
@@ -235,28 +211,23 @@ async fn fetch_secret(c: &Clients, r: &SecretRef) -> Result<Secret<String>, Stri
                 }
             }
         }
-        (None, Some(name)) => {
-            let out = c
-                .ssm
-                .get_parameter()
-                .name(name)
-                .with_decryption(true)
-                .send()
-                .await
-                .map_err(|e| {
-                    format!(
-                        "parameter {}: GetParameter failed: {}",
-                        quote(name, 200),
-                        describe_sdk_error(&e)
-                    )
-                })?;
-            Secret::new(
-                out.parameter()
-                    .and_then(|p| p.value())
-                    .ok_or_else(|| format!("parameter {}: has no value", quote(name, 200)))?
-                    .to_string(),
-            )
-        }
+        (None, Some(name)) => c
+            .params
+            .parameter(name)
+            .await
+            .map_err(|e| {
+                format!(
+                    "parameter {}: GetParameter failed: {}",
+                    quote(name, 200),
+                    e.describe()
+                )
+            })?
+            .ok_or_else(|| {
+                format!(
+                    "parameter {}: GetParameter failed: ParameterNotFound",
+                    quote(name, 200)
+                )
+            })?,
         (None, None) => return Err("a secret header names no source".to_string()),
     };
     Ok(match &r.prefix {

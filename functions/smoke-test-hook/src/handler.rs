@@ -622,8 +622,10 @@ mod tests {
                     &aws_types::SdkConfig::builder().build(),
                     &aws,
                 ),
-                ssm: mock_client!(aws_sdk_ssm, RuleMode::MatchAny, &[]),
-                secrets: mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, &[]),
+                params: deploy_guard::awsjson::ParamsAndSecrets::new(
+                    &aws_types::SdkConfig::builder().build(),
+                    &aws,
+                ),
             },
             aws,
             config,

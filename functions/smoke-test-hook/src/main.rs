@@ -28,8 +28,7 @@ async fn main() -> Result<(), Error> {
         ecs: aws_sdk_ecs::Client::new(&sdk),
         elbv2: aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
         s3: deploy_guard::s3get::S3Reader::new(&sdk, &aws),
-        ssm: aws_sdk_ssm::Client::new(&sdk),
-        secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+        params: deploy_guard::awsjson::ParamsAndSecrets::new(&sdk, &aws),
     };
     let engine = Engine::new(
         config

@@ -165,6 +165,62 @@ async fn spec_from_ssm_with_a_secret_header_that_never_reaches_the_logs() {
     );
 }
 
+/// SSM and Secrets Manager are signed JSON calls of our own (shared/src/awsjson.rs): throttling
+/// is retried like the SDK does, and a missing secret fails the verdict naming the secret and
+/// the service's error, before any request is sent with a header missing.
+#[tokio::test]
+async fn a_throttled_spec_read_is_retried_and_a_missing_secret_fails_naming_it() {
+    let cd = CodeDeploy::new("jsonapi", healthy("v2"), healthy("v1"), TEST_EVENT).await;
+    let secret_name = unique("smoke/absent");
+    let spec = json!({"checks": [{"name": "authorised", "path": "/api",
+        "headers": {"Authorization": {"secretsmanager": secret_name}}}]});
+    let prefix = format!("/{}", unique("specs"));
+    let app = cd.scenario["application"].as_str().expect("app");
+    let group = cd.scenario["deploymentGroup"].as_str().expect("group");
+    let parameter = format!("{prefix}/{app}/{group}");
+    cd.bed
+        .put_parameter(&parameter, &spec.to_string(), false)
+        .await;
+    cd.bed
+        .fault(
+            json!({"service": "ssm", "operation": "GetParameter", "match_text": parameter,
+                      "mode": "throttle", "times": 2}),
+        )
+        .await;
+    let hook = cd
+        .hook(&[("SMOKE_SPEC_LOCATION", format!("ssm:{prefix}"))])
+        .await;
+    invoke(&hook, cd.event()).await;
+    assert_eq!(cd.single_report().await, "Failed");
+    let errors: Vec<_> = cd
+        .bed
+        .calls("ssm", "GetParameter", &parameter)
+        .await
+        .iter()
+        .map(|c| c.error.clone())
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            Some("ThrottlingException".into()),
+            Some("ThrottlingException".into()),
+            None
+        ]
+    );
+    assert_mentions(
+        &reason(&single_outcome(&hook)),
+        &[
+            &secret_name,
+            "GetSecretValue failed",
+            "ResourceNotFoundException",
+        ],
+    );
+    assert!(
+        cd.test_app.seen().is_empty(),
+        "no request is sent without its secret header"
+    );
+}
+
 #[tokio::test]
 async fn a_bad_spec_fails_with_a_reason_quoting_the_problem() {
     let cd = CodeDeploy::new("badspec", healthy("v2"), healthy("v1"), TEST_EVENT).await;
