@@ -50,48 +50,15 @@ impl CodeDeployFacts {
 
 /// Reads the deployment, its group, its running lifecycle event and the new image.
 pub async fn codedeploy_facts(c: &Clients, deployment_id: &str) -> Result<CodeDeployFacts, String> {
-    let out = c
-        .codedeploy
-        .get_deployment()
-        .deployment_id(deployment_id)
-        .send()
-        .await
-        .map_err(|e| format!("GetDeployment {deployment_id}: {}", describe_sdk_error(&e)))?;
-    let info = out
-        .deployment_info()
-        .ok_or_else(|| format!("GetDeployment {deployment_id}: no deploymentInfo in the answer"))?;
+    // The running event needs only the deployment id: it is read alongside the deployment and
+    // its group, which saves two round trips on the way to the verdict.
+    let (read, event) = tokio::join!(
+        deployment_and_group(c, deployment_id),
+        running_event(c, deployment_id)
+    );
+    let (info, group, image) = read?;
     let application = info.application_name().unwrap_or_default().to_string();
     let deployment_group = info.deployment_group_name().unwrap_or_default().to_string();
-    if application.is_empty() || deployment_group.is_empty() {
-        return Err(format!(
-            "GetDeployment {deployment_id}: no application or deployment group"
-        ));
-    }
-    let appspec = info
-        .revision()
-        .and_then(|r| r.app_spec_content())
-        .and_then(|a| a.content())
-        .map(str::to_string);
-    let (event, group, image) = tokio::join!(
-        running_event(c, deployment_id),
-        c.codedeploy
-            .get_deployment_group()
-            .application_name(&application)
-            .deployment_group_name(&deployment_group)
-            .send(),
-        async {
-            match appspec {
-                Some(text) => image_from_appspec(c, &text).await,
-                None => Err("the deployment's revision carries no AppSpec content (an S3 revision?), so the new image is unknown".to_string()),
-            }
-        }
-    );
-    let group = group.map_err(|e| {
-        format!(
-            "GetDeploymentGroup {application}/{deployment_group}: {}",
-            describe_sdk_error(&e)
-        )
-    })?;
     let g = group.deployment_group_info();
     let pair = g
         .and_then(|g| g.load_balancer_info())
@@ -120,6 +87,62 @@ pub async fn codedeploy_facts(c: &Clients, deployment_id: &str) -> Result<CodeDe
         deployment_group,
         image,
     })
+}
+
+type DeploymentAndGroup = (
+    aws_sdk_codedeploy::types::DeploymentInfo,
+    aws_sdk_codedeploy::operation::get_deployment_group::GetDeploymentGroupOutput,
+    Result<ImageVersion, String>,
+);
+
+/// GetDeployment, then its group and the new image (from the AppSpec's task definition)
+/// together.
+async fn deployment_and_group(
+    c: &Clients,
+    deployment_id: &str,
+) -> Result<DeploymentAndGroup, String> {
+    let out = c
+        .codedeploy
+        .get_deployment()
+        .deployment_id(deployment_id)
+        .send()
+        .await
+        .map_err(|e| format!("GetDeployment {deployment_id}: {}", describe_sdk_error(&e)))?;
+    let info = out
+        .deployment_info()
+        .ok_or_else(|| format!("GetDeployment {deployment_id}: no deploymentInfo in the answer"))?
+        .clone();
+    let application = info.application_name().unwrap_or_default();
+    let deployment_group = info.deployment_group_name().unwrap_or_default();
+    if application.is_empty() || deployment_group.is_empty() {
+        return Err(format!(
+            "GetDeployment {deployment_id}: no application or deployment group"
+        ));
+    }
+    let appspec = info
+        .revision()
+        .and_then(|r| r.app_spec_content())
+        .and_then(|a| a.content());
+    let (group, image) = tokio::join!(
+        c.codedeploy
+            .get_deployment_group()
+            .application_name(application)
+            .deployment_group_name(deployment_group)
+            .send(),
+        async {
+            match appspec {
+                Some(text) => image_from_appspec(c, text).await,
+                None => Err("the deployment's revision carries no AppSpec content (an S3 revision?), so the new image is unknown".to_string()),
+            }
+        }
+    );
+    let group = group.map_err(|e| {
+        format!(
+            "GetDeploymentGroup {application}/{deployment_group}: {}",
+            describe_sdk_error(&e)
+        )
+    })?;
+    Ok((info, group, image))
 }
 
 async fn running_event(c: &Clients, deployment_id: &str) -> Result<String, String> {
@@ -322,19 +345,31 @@ pub async fn rule_headers(c: &Clients, rule_arn: &str) -> Result<Vec<(String, St
 }
 
 /// `scheme://dns:port` of a listener.
+///
+/// DescribeListeners and DescribeLoadBalancers go out together: the load balancer's ARN is part
+/// of the listener's (`…:listener/app/NAME/LB-ID/LISTENER-ID` belongs to
+/// `…:loadbalancer/app/NAME/LB-ID`), so the DNS name costs no second round trip. Should the
+/// listener name another load balancer than its ARN says, that one is read afterwards.
 pub async fn listener_url(c: &Clients, listener_arn: &str) -> Result<url::Url, String> {
-    let out = c
-        .elbv2
-        .describe_listeners()
-        .listener_arns(listener_arn)
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "DescribeListeners {listener_arn}: {}",
-                describe_sdk_error(&e)
-            )
-        })?;
+    let guessed = load_balancer_of_listener(listener_arn);
+    let (listeners, lbs) = tokio::join!(
+        c.elbv2
+            .describe_listeners()
+            .listener_arns(listener_arn)
+            .send(),
+        async {
+            match &guessed {
+                Some(lb) => Some(load_balancer_dns(c, lb).await),
+                None => None,
+            }
+        }
+    );
+    let out = listeners.map_err(|e| {
+        format!(
+            "DescribeListeners {listener_arn}: {}",
+            describe_sdk_error(&e)
+        )
+    })?;
     let l = out
         .listeners()
         .first()
@@ -349,6 +384,15 @@ pub async fn listener_url(c: &Clients, listener_arn: &str) -> Result<url::Url, S
     let lb_arn = l
         .load_balancer_arn()
         .ok_or_else(|| format!("listener {listener_arn} names no load balancer"))?;
+    let dns = match lbs {
+        Some(dns) if guessed.as_deref() == Some(lb_arn) => dns?,
+        _ => load_balancer_dns(c, lb_arn).await?,
+    };
+    url::Url::parse(&format!("{scheme}://{dns}:{port}"))
+        .map_err(|e| format!("listener {listener_arn} gives no usable URL ({dns}:{port}): {e}"))
+}
+
+async fn load_balancer_dns(c: &Clients, lb_arn: &str) -> Result<String, String> {
     let lbs = c
         .elbv2
         .describe_load_balancers()
@@ -356,13 +400,21 @@ pub async fn listener_url(c: &Clients, listener_arn: &str) -> Result<url::Url, S
         .send()
         .await
         .map_err(|e| format!("DescribeLoadBalancers {lb_arn}: {}", describe_sdk_error(&e)))?;
-    let dns = lbs
-        .load_balancers()
+    lbs.load_balancers()
         .first()
         .and_then(|lb| lb.dns_name())
-        .ok_or_else(|| format!("load balancer {lb_arn} has no DNS name"))?;
-    url::Url::parse(&format!("{scheme}://{dns}:{port}"))
-        .map_err(|e| format!("listener {listener_arn} gives no usable URL ({dns}:{port}): {e}"))
+        .map(str::to_string)
+        .ok_or_else(|| format!("load balancer {lb_arn} has no DNS name"))
+}
+
+/// The load balancer ARN a listener ARN belongs to (`…:listener/app/NAME/LB-ID/LISTENER-ID`).
+pub fn load_balancer_of_listener(listener_arn: &str) -> Option<String> {
+    let (head, rest) = listener_arn.split_once(":listener/")?;
+    let (lb_path, listener_id) = rest.rsplit_once('/')?;
+    if listener_id.is_empty() || lb_path.split('/').count() != 3 {
+        return None;
+    }
+    Some(format!("{head}:loadbalancer/{lb_path}"))
 }
 
 #[cfg(test)]
@@ -398,5 +450,27 @@ mod tests {
             listener_of_rule("arn:aws:elasticloadbalancing:us-east-1:1:listener/app/x"),
             None
         );
+    }
+
+    #[test]
+    fn load_balancer_arn_from_listener_arn() {
+        assert_eq!(
+            load_balancer_of_listener("arn:aws:elasticloadbalancing:us-east-1:1:listener/app/lb/50dc6c495c0c9188/f2f7dc8efc522ab2").as_deref(),
+            Some("arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/lb/50dc6c495c0c9188")
+        );
+        assert_eq!(
+            load_balancer_of_listener(
+                "arn:aws:elasticloadbalancing:us-east-1:1:listener/net/nlb/1a2b/3c4d"
+            )
+            .as_deref(),
+            Some("arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/net/nlb/1a2b")
+        );
+        for odd in [
+            "arn:aws:elasticloadbalancing:us-east-1:1:listener/app/lb/1a2b/",
+            "arn:aws:elasticloadbalancing:us-east-1:1:listener/app/lb",
+            "arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/lb/1a2b",
+        ] {
+            assert_eq!(load_balancer_of_listener(odd), None, "{odd}");
+        }
     }
 }

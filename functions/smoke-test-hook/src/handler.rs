@@ -244,14 +244,19 @@ async fn evaluate_codedeploy(app: &App, ids: &CodeDeployIds, budget: &Budget) ->
         }
     };
     ev.stage = Some(event.clone());
-    let loaded = match load_spec(
-        &app.clients,
-        &config.specs,
-        &facts.application,
-        &facts.deployment_group,
-    )
-    .await
-    {
+    let production = event == "AfterAllowTraffic";
+    // The spec and the listener are read together (one round trip instead of two); their
+    // errors are still reported in that order.
+    let (loaded, target) = tokio::join!(
+        load_spec(
+            &app.clients,
+            &config.specs,
+            &facts.application,
+            &facts.deployment_group,
+        ),
+        codedeploy_target(app, config, &facts, &group, production)
+    );
+    let loaded = match loaded {
         Ok(s) => s,
         Err(e) => return fail_with(ev, e),
     };
@@ -269,42 +274,9 @@ async fn evaluate_codedeploy(app: &App, ids: &CodeDeployIds, budget: &Budget) ->
             list.join(", ")
         ));
     }
-    let production = event == "AfterAllowTraffic";
-    let target = match config.overrides.get(&group).or_else(|| {
-        facts
-            .ecs_service
-            .as_ref()
-            .and_then(|(c, s)| config.overrides.get(&format!("{c}/{s}")))
-    }) {
-        Some(o) => Target {
-            base_url: o.base_url.clone(),
-            headers: o.headers.clone(),
-            origin: format!("operator override for {group}"),
-            operator_set: true,
-        },
-        None => {
-            let (route, listeners) = if production {
-                ("production", &facts.prod_listeners)
-            } else {
-                ("test", &facts.test_listeners)
-            };
-            let Some(listener) = listeners.first() else {
-                return fail_with(ev, format!(
-                    "deployment group {group} has no {route} traffic route (loadBalancerInfo.targetGroupPairInfoList); give it one or set TARGET_OVERRIDES"
-                ));
-            };
-            match discovery::listener_url(&app.clients, listener).await {
-                Ok(url) => Target {
-                    base_url: url,
-                    headers: vec![],
-                    origin: format!("{route} listener {listener}"),
-                    operator_set: false,
-                },
-                Err(e) => {
-                    return fail_with(ev, format!("could not find the {route} listener: {e}"))
-                }
-            }
-        }
+    let target = match target {
+        Ok(t) => t,
+        Err(e) => return fail_with(ev, e),
     };
     run_spec(
         app,
@@ -316,6 +288,51 @@ async fn evaluate_codedeploy(app: &App, ids: &CodeDeployIds, budget: &Budget) ->
         budget,
     )
     .await
+}
+
+/// Where a CodeDeploy deployment's new version answers: the operator's override for the group
+/// (or its ECS service), else the test listener (the production listener at
+/// AfterAllowTraffic).
+async fn codedeploy_target(
+    app: &App,
+    config: &HookConfig,
+    facts: &discovery::CodeDeployFacts,
+    group: &str,
+    production: bool,
+) -> Result<Target, String> {
+    let overridden = config.overrides.get(group).or_else(|| {
+        facts
+            .ecs_service
+            .as_ref()
+            .and_then(|(c, s)| config.overrides.get(&format!("{c}/{s}")))
+    });
+    if let Some(o) = overridden {
+        return Ok(Target {
+            base_url: o.base_url.clone(),
+            headers: o.headers.clone(),
+            origin: format!("operator override for {group}"),
+            operator_set: true,
+        });
+    }
+    let (route, listeners) = if production {
+        ("production", &facts.prod_listeners)
+    } else {
+        ("test", &facts.test_listeners)
+    };
+    let Some(listener) = listeners.first() else {
+        return Err(format!(
+            "deployment group {group} has no {route} traffic route (loadBalancerInfo.targetGroupPairInfoList); give it one or set TARGET_OVERRIDES"
+        ));
+    };
+    match discovery::listener_url(&app.clients, listener).await {
+        Ok(url) => Ok(Target {
+            base_url: url,
+            headers: vec![],
+            origin: format!("{route} listener {listener}"),
+            operator_set: false,
+        }),
+        Err(e) => Err(format!("could not find the {route} listener: {e}")),
+    }
 }
 
 fn fail_with(mut ev: Evaluation, reason: String) -> Evaluation {
@@ -520,7 +537,20 @@ async fn evaluate_ecs(app: &App, event: &EcsHookEvent, budget: Budget) -> Evalua
         service: Some(key.clone()),
         ..Default::default()
     };
-    let loaded = match load_spec(&app.clients, &config.specs, &cluster, &service).await {
+    // The spec and the service are read together; their errors are reported in that order.
+    let (loaded, facts) = tokio::join!(
+        load_spec(&app.clients, &config.specs, &cluster, &service),
+        discovery::ecs_facts(
+            &app.clients,
+            &cluster,
+            &service,
+            event
+                .execution_details
+                .target_service_revision_arn
+                .as_deref(),
+        )
+    );
+    let loaded = match loaded {
         Ok(s) => s,
         Err(e) => return fail_with(ev, e),
     };
@@ -536,17 +566,7 @@ async fn evaluate_ecs(app: &App, event: &EcsHookEvent, budget: Budget) -> Evalua
             list.join(", ")
         ));
     }
-    let facts = match discovery::ecs_facts(
-        &app.clients,
-        &cluster,
-        &service,
-        event
-            .execution_details
-            .target_service_revision_arn
-            .as_deref(),
-    )
-    .await
-    {
+    let facts = match facts {
         Ok(f) => f,
         Err(e) => return fail_with(ev, format!("could not read the service: {e}")),
     };
@@ -705,6 +725,7 @@ mod tests {
     #[tokio::test]
     async fn an_already_completed_answer_counts_as_done() {
         use aws_sdk_codedeploy::operation::get_deployment::GetDeploymentError;
+        use aws_sdk_codedeploy::operation::list_deployment_targets::ListDeploymentTargetsError;
         use aws_sdk_codedeploy::types::error::DeploymentDoesNotExistException;
         let get = mock!(aws_sdk_codedeploy::Client::get_deployment).then_error(|| {
             GetDeploymentError::DeploymentDoesNotExistException(
@@ -721,7 +742,15 @@ mod tests {
                         .build(),
                 )
             });
-        let app = app(&[&get, &done], &[], None);
+        // The running event is read alongside the deployment: that fails the same way.
+        let targets = mock!(aws_sdk_codedeploy::Client::list_deployment_targets).then_error(|| {
+            ListDeploymentTargetsError::DeploymentDoesNotExistException(
+                DeploymentDoesNotExistException::builder()
+                    .message("gone")
+                    .build(),
+            )
+        });
+        let app = app(&[&get, &targets, &done], &[], None);
         let out = handle(&app, event(cd_event(), 10_000))
             .await
             .expect("already completed is done");
