@@ -154,6 +154,20 @@ impl Testbed {
         resp.json().await.expect("calls JSON")
     }
 
+    /// The error codes of the recorded calls of one operation, in order (`None`: answered).
+    pub async fn call_errors(
+        &self,
+        service: &str,
+        operation: &str,
+        contains: &str,
+    ) -> Vec<Option<String>> {
+        self.calls(service, operation, contains)
+            .await
+            .into_iter()
+            .map(|c| c.error)
+            .collect()
+    }
+
     /// Calls an awsJson API directly (seeding SSM parameters and secrets).
     pub async fn aws_json(&self, target: &str, body: Value) -> Value {
         let resp = Self::client()
@@ -304,4 +318,14 @@ impl Testbed {
         calls.sort_by_key(|c| c.seq);
         calls
     }
+}
+
+/// What [`Testbed::call_errors`] reads after a `throttle` fault with `times: 2` when the caller
+/// retries as the SDK's standard mode does: two throttles, then an answer.
+pub fn throttled_twice_then_answered() -> Vec<Option<String>> {
+    vec![
+        Some("ThrottlingException".into()),
+        Some("ThrottlingException".into()),
+        None,
+    ]
 }

@@ -8,7 +8,7 @@ use deploy_guard_tests::demos::pipeline::{
     describe, job_event, job_id, single_report, SECRET_KEY, SESSION_TOKEN,
 };
 use deploy_guard_tests::runtime::Function;
-use deploy_guard_tests::testbed::{Call, Testbed};
+use deploy_guard_tests::testbed::{throttled_twice_then_answered, Call, Testbed};
 use serde_json::{json, Value};
 
 use crate::support::{assert_mentions, unique};
@@ -312,19 +312,10 @@ async fn cloudwatch_faults_become_reports() {
     bed.fault(json!({"service": "cloudwatch", "operation": "DescribeAlarms", "match_text": prefix, "mode": "throttle", "times": 2})).await;
     let first = poll(bed, &f, &params, None).await;
     assert_eq!(describe(&first).0, "InProgress");
-    let errors: Vec<Option<String>> = bed
-        .calls("cloudwatch", "DescribeAlarms", &prefix)
-        .await
-        .into_iter()
-        .map(|c| c.error)
-        .collect();
     assert_eq!(
-        errors,
-        vec![
-            Some("ThrottlingException".into()),
-            Some("ThrottlingException".into()),
-            None
-        ]
+        bed.call_errors("cloudwatch", "DescribeAlarms", &prefix)
+            .await,
+        throttled_twice_then_answered()
     );
     // History denied: a PermissionError naming the permission.
     bed.fault(json!({"service": "cloudwatch", "operation": "DescribeAlarmHistory", "match_text": prefix, "mode": "access_denied"})).await;

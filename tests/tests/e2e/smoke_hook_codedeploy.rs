@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deploy_guard_tests::runtime::Function;
 use deploy_guard_tests::sample_app::Behaviour;
-use deploy_guard_tests::testbed::Testbed;
+use deploy_guard_tests::testbed::{throttled_twice_then_answered, Testbed};
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -192,20 +192,9 @@ async fn a_throttled_spec_read_is_retried_and_a_missing_secret_fails_naming_it()
         .await;
     invoke(&hook, cd.event()).await;
     assert_eq!(cd.single_report().await, "Failed");
-    let errors: Vec<_> = cd
-        .bed
-        .calls("ssm", "GetParameter", &parameter)
-        .await
-        .iter()
-        .map(|c| c.error.clone())
-        .collect();
     assert_eq!(
-        errors,
-        vec![
-            Some("ThrottlingException".into()),
-            Some("ThrottlingException".into()),
-            None
-        ]
+        cd.bed.call_errors("ssm", "GetParameter", &parameter).await,
+        throttled_twice_then_answered()
     );
     assert_mentions(
         &reason(&single_outcome(&hook)),
@@ -415,14 +404,7 @@ async fn throttling_twice_then_success_reports_once() {
     assert!(inv.error.is_none(), "{inv:?}");
     let reports = cd.reports().await;
     let errors: Vec<_> = reports.iter().map(|c| c.error.clone()).collect();
-    assert_eq!(
-        errors,
-        vec![
-            Some("ThrottlingException".into()),
-            Some("ThrottlingException".into()),
-            None
-        ]
-    );
+    assert_eq!(errors, throttled_twice_then_answered());
     assert_eq!(reports[2].params["status"], "Succeeded");
     assert_eq!(single_outcome(&hook)["report"], "delivered");
 }
