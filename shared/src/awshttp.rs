@@ -12,7 +12,7 @@
 //! Timeouts stay the SDK's: the orchestrator enforces the attempt and operation timeouts of
 //! [`AwsSettings`] around every call; this client adds the connect timeout.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aws_smithy_runtime_api::client::http::{
@@ -30,8 +30,21 @@ use crate::config::AwsSettings;
 /// `User-Agent` of the calls this crate signs itself (the SDK clients send their own).
 pub const USER_AGENT: &str = concat!("deploy-guard/", env!("CARGO_PKG_VERSION"));
 
-/// The HTTPS client for AWS endpoints. Cheap to clone (one connection pool).
+/// The HTTPS client for AWS endpoints, built once per process: the SDK clients, the S3 reader
+/// and the JSON calls all get clones of it (one connection pool, one TLS configuration). A
+/// caller asking for another connect timeout (tests) gets a client of its own.
 pub fn client(settings: &AwsSettings) -> reqwest::Client {
+    static SHARED: OnceLock<(Duration, reqwest::Client)> = OnceLock::new();
+    let (timeout, shared) =
+        SHARED.get_or_init(|| (settings.connect_timeout, build_client(settings)));
+    if *timeout == settings.connect_timeout {
+        shared.clone()
+    } else {
+        build_client(settings)
+    }
+}
+
+fn build_client(settings: &AwsSettings) -> reqwest::Client {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };

@@ -124,15 +124,10 @@ async fn spec_from_ssm_with_a_secret_header_that_never_reaches_the_logs() {
         .await;
     let spec = json!({"checks": [{"name": "authorised", "path": "/api",
         "headers": {"Authorization": {"secretsmanager": secret_name, "json_key": "token", "prefix": "Bearer "}}}]});
-    let prefix = format!("/{}", unique("specs"));
-    let app = cd.scenario["application"].as_str().expect("app");
-    let group = cd.scenario["deploymentGroup"].as_str().expect("group");
-    cd.bed
-        .put_parameter(&format!("{prefix}/{app}/{group}"), &spec.to_string(), false)
-        .await;
+    let (location, parameter) = cd.spec_in_ssm(&spec.to_string()).await;
     let hook = cd
         .hook(&[
-            ("SMOKE_SPEC_LOCATION", format!("ssm:{prefix}")),
+            ("SMOKE_SPEC_LOCATION", location),
             ("RUST_LOG", "trace".into()),
         ])
         .await;
@@ -141,7 +136,7 @@ async fn spec_from_ssm_with_a_secret_header_that_never_reaches_the_logs() {
     let out = single_outcome(&hook);
     assert_mentions(
         out["spec"].as_str().unwrap_or_default(),
-        &[&format!("ssm:{prefix}/{app}/{group}")],
+        &[&format!("ssm:{parameter}")],
     );
     let seen = cd.test_app.seen();
     let auth = seen[0]
@@ -174,22 +169,14 @@ async fn a_throttled_spec_read_is_retried_and_a_missing_secret_fails_naming_it()
     let secret_name = unique("smoke/absent");
     let spec = json!({"checks": [{"name": "authorised", "path": "/api",
         "headers": {"Authorization": {"secretsmanager": secret_name}}}]});
-    let prefix = format!("/{}", unique("specs"));
-    let app = cd.scenario["application"].as_str().expect("app");
-    let group = cd.scenario["deploymentGroup"].as_str().expect("group");
-    let parameter = format!("{prefix}/{app}/{group}");
-    cd.bed
-        .put_parameter(&parameter, &spec.to_string(), false)
-        .await;
+    let (location, parameter) = cd.spec_in_ssm(&spec.to_string()).await;
     cd.bed
         .fault(
             json!({"service": "ssm", "operation": "GetParameter", "match_text": parameter,
                       "mode": "throttle", "times": 2}),
         )
         .await;
-    let hook = cd
-        .hook(&[("SMOKE_SPEC_LOCATION", format!("ssm:{prefix}"))])
-        .await;
+    let hook = cd.hook(&[("SMOKE_SPEC_LOCATION", location)]).await;
     invoke(&hook, cd.event()).await;
     assert_eq!(cd.single_report().await, "Failed");
     assert_eq!(
@@ -213,19 +200,10 @@ async fn a_throttled_spec_read_is_retried_and_a_missing_secret_fails_naming_it()
 #[tokio::test]
 async fn a_bad_spec_fails_with_a_reason_quoting_the_problem() {
     let cd = CodeDeploy::new("badspec", healthy("v2"), healthy("v1"), TEST_EVENT).await;
-    let prefix = format!("/{}", unique("specs"));
-    let app = cd.scenario["application"].as_str().expect("app");
-    let group = cd.scenario["deploymentGroup"].as_str().expect("group");
-    cd.bed
-        .put_parameter(
-            &format!("{prefix}/{app}/{group}"),
-            r#"{"checks": [{"path": "https://evil.example/x"}]}"#,
-            false,
-        )
+    let (location, _) = cd
+        .spec_in_ssm(r#"{"checks": [{"path": "https://evil.example/x"}]}"#)
         .await;
-    let hook = cd
-        .hook(&[("SMOKE_SPEC_LOCATION", format!("ssm:{prefix}"))])
-        .await;
+    let hook = cd.hook(&[("SMOKE_SPEC_LOCATION", location)]).await;
     invoke(&hook, cd.event()).await;
     assert_eq!(cd.single_report().await, "Failed");
     assert_mentions(

@@ -103,6 +103,15 @@ impl CodeDeploy {
         format!("{}/{}", field("application"), field("deploymentGroup"))
     }
 
+    /// Stores `spec` in SSM, under a fresh prefix, where the hook looks for this deployment
+    /// group's spec: the `SMOKE_SPEC_LOCATION` to give the hook, and the parameter's name.
+    pub async fn spec_in_ssm(&self, spec: &str) -> (String, String) {
+        let prefix = format!("/{}", unique("specs"));
+        let parameter = format!("{prefix}/{}", self.group_key());
+        self.bed.put_parameter(&parameter, spec, false).await;
+        (format!("ssm:{prefix}"), parameter)
+    }
+
     /// `SMOKE_RESOLVE` mapping the load balancer's name to the local apps.
     pub fn resolve(&self) -> String {
         let dns = self.scenario["loadBalancerDns"].as_str().expect("dns");

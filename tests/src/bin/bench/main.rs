@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use deploy_guard_tests::demos::alarm_rollback::rfc3339;
 use deploy_guard_tests::runtime::{Function, Invocation};
 use deploy_guard_tests::sample_app::{Behaviour, SampleApp};
 use deploy_guard_tests::testbed::Testbed;
@@ -267,27 +268,6 @@ fn serial_checks(n: usize) -> Value {
         .map(|i| json!({"name": format!("page {i}"), "path": format!("/page/{i}"), "expect": {"status": 200, "body_contains": "hello"}}))
         .collect();
     json!({"concurrency": 1, "defaults": {"timeout_ms": 2000, "retry": {"attempts": 1}}, "checks": checks})
-}
-
-/// RFC 3339 (UTC, whole seconds) of a Unix time, as EventBridge writes an event's `time`.
-fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 fn sample(dir: &str, file: &str) -> Value {
